@@ -1,0 +1,5 @@
+//! gemlet: run quantized Gemma models from GGUF files on small CPUs.
+//!
+//! Layers, lowest first: [`ggml`] (the vendored kernels behind a safe wrapper).
+
+pub mod ggml;
