@@ -55,7 +55,9 @@ impl Target {
 
 /// The gcc ISA flags for ggml, and a human-readable name of the level, for `gemlet --version`.
 fn isa_flags(t: &Target, level: Option<&str>) -> (Vec<String>, String) {
-    let level = level.map(str::trim).filter(|l| !l.is_empty() && *l != "auto");
+    let level = level
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "auto");
     let native = level == Some("native") || (level.is_none() && t.is_host);
     match t.arch.as_str() {
         "x86_64" | "x86" => {
@@ -189,7 +191,8 @@ fn sources(ggml: &Path, arch_dir: Option<&str>) -> (Vec<PathBuf>, Vec<PathBuf>) 
 }
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let ggml = manifest.join("vendor/ggml");
     let target = Target::from_env();
@@ -277,6 +280,46 @@ fn main() {
     generate_bindings(&manifest, &ggml, &target);
 }
 
+/// The ggml API src/ggml calls (regular expressions); types they need come along.
+#[cfg(feature = "bindgen")]
+const ALLOWED_FUNCTIONS: &[&str] = &[
+    // contexts, tensors, metadata
+    "ggml_init",
+    "ggml_free",
+    "ggml_used_mem",
+    "ggml_get_mem_size",
+    "ggml_get_no_alloc",
+    "ggml_tensor_overhead",
+    "ggml_new_tensor",
+    "ggml_set_name",
+    "ggml_nbytes",
+    "ggml_is_contiguous",
+    "ggml_type_name",
+    "ggml_type_size",
+    "ggml_blck_size",
+    "ggml_is_quantized",
+    "ggml_fp16_to_fp32",
+    "ggml_fp32_to_fp16",
+    // operations
+    "ggml_(add|mul|mul_mat|get_rows|set_rows|rms_norm|scale|tanh|gelu|soft_max_ext|rope_ext)",
+    "ggml_(cpy|cont|transpose|permute|reshape_[1-4]d|view_[1-4]d|flash_attn_ext)",
+    // graphs and execution
+    "ggml_new_graph_custom",
+    "ggml_graph_overhead_custom",
+    "ggml_build_forward_expand",
+    "ggml_graph_n_nodes",
+    "ggml_graph_node",
+    "ggml_graph_plan",
+    "ggml_graph_compute",
+    "ggml_threadpool_(new|free)",
+    "ggml_threadpool_params_default",
+    "ggml_cpu_init",
+    "ggml_cpu_has_.*",
+    // quantization
+    "ggml_quantize_(init|chunk|requires_imatrix)",
+    "ggml_get_type_traits",
+];
+
 /// Regenerates the committed bindings (`cargo build --features bindgen`). The allow-list keeps
 /// the file to what src/ggml uses, and no layout tests are emitted, so the one file is valid for
 /// 32- and 64-bit targets alike (struct layouts are computed by rustc per target).
@@ -287,9 +330,8 @@ fn generate_bindings(manifest: &Path, ggml: &Path, target: &Target) {
         // One wrapper header: several .header() calls make clang see ggml-backend.h twice.
         .header(manifest.join("bindgen/wrapper.h").to_string_lossy())
         .clang_arg(format!("-I{}", ggml.join("include").display()))
-        .allowlist_file(".*/ggml(-cpu|-backend|-alloc)?\\.h")
-        // Pointer-width-dependent constants and stdio would make the file 64-bit only.
-        .blocklist_item("GGML_MEM_ALIGN|GGML_TENSOR_SIZE|ggml_fopen|FILE|_IO_.*")
+        .allowlist_function(ALLOWED_FUNCTIONS.join("|"))
+        .allowlist_var("GGML_(TYPE|STATUS|ROPE_TYPE|PREC)_.*|GGML_MAX_(DIMS|SRC|NAME|OP_PARAMS)")
         .prepend_enum_name(false)
         .layout_tests(false)
         .derive_default(true)

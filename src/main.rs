@@ -7,7 +7,13 @@ struct Cli {}
 
 fn long_version() -> &'static str {
     static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    V.get_or_init(|| format!("{} ({})", env!("CARGO_PKG_VERSION"), gemlet::ggml::build_info()))
+    V.get_or_init(|| {
+        format!(
+            "{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            gemlet::ggml::build_info()
+        )
+    })
 }
 
 fn main() {

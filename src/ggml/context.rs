@@ -131,7 +131,8 @@ impl<'d> Context<'d> {
             });
         }
         // SAFETY: shape validated (1..=4 dims, whole blocks), room checked above.
-        let t = unsafe { sys::ggml_new_tensor(self.raw(), ty.id(), shape.len() as i32, ne.as_ptr()) };
+        let t =
+            unsafe { sys::ggml_new_tensor(self.raw(), ty.id(), shape.len() as i32, ne.as_ptr()) };
         let t = self.wrap(t);
         t.set_name(name);
         Ok(t)
@@ -163,7 +164,10 @@ impl<'d> Context<'d> {
             });
         }
         let range = (bytes.as_ptr() as usize, bytes.len());
-        READ_ONLY.lock().unwrap_or_else(|e| e.into_inner()).push(range);
+        READ_ONLY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(range);
         self.borrowed.borrow_mut().push(range);
         let t = self.new_tensor(ty, shape, name)?;
         // SAFETY: ggml only reads a tensor's data when it is an op input; the bytes outlive the
@@ -210,7 +214,10 @@ fn check_shape(ty: Type, shape: &[usize], name: &str) -> Result<[i64; 4]> {
         what,
     };
     if shape.is_empty() || shape.len() > 4 {
-        return Err(bad(format!("{} dimensions, ggml takes 1 to 4", shape.len())));
+        return Err(bad(format!(
+            "{} dimensions, ggml takes 1 to 4",
+            shape.len()
+        )));
     }
     let mut ne = [1i64; 4];
     let mut total: i64 = 1;
@@ -234,7 +241,9 @@ fn check_shape(ty: Type, shape: &[usize], name: &str) -> Result<[i64; 4]> {
 
 fn row_major_bytes(ty: Type, ne: &[i64; 4]) -> Option<usize> {
     let row = ty.row_bytes(ne[0] as u64)?;
-    let rows = (ne[1] as u64).checked_mul(ne[2] as u64)?.checked_mul(ne[3] as u64)?;
+    let rows = (ne[1] as u64)
+        .checked_mul(ne[2] as u64)?
+        .checked_mul(ne[3] as u64)?;
     usize::try_from(row.checked_mul(rows)?).ok()
 }
 
@@ -372,10 +381,6 @@ impl<'c> Tensor<'c> {
     pub fn read_f32(self) -> Result<Vec<f32>> {
         let bytes = self.read_bytes()?;
         match self.ty() {
-            Type::F32 => Ok(bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()),
             Type::I32 => Ok(bytes
                 .chunks_exact(4)
                 .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as f32)
@@ -605,9 +610,18 @@ mod tests {
         assert!(ctx.new_tensor(Type::F32, &[], "a").is_err());
         assert!(ctx.new_tensor(Type::F32, &[1, 1, 1, 1, 1], "a").is_err());
         let e = ctx.new_tensor(Type::Q4_K, &[640, 2], "w").err().unwrap();
-        assert!(e.to_string().contains("'w'") && e.to_string().contains("256"), "{e}");
-        let e = ctx.new_tensor(Type::F32, &[1 << 40, 1 << 40], "big").err().unwrap();
-        assert!(matches!(e, GgmlError::ContextFull { .. } | GgmlError::Shape { .. }), "{e}");
+        assert!(
+            e.to_string().contains("'w'") && e.to_string().contains("256"),
+            "{e}"
+        );
+        let e = ctx
+            .new_tensor(Type::F32, &[1 << 40, 1 << 40], "big")
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, GgmlError::ContextFull { .. } | GgmlError::Shape { .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -625,7 +639,10 @@ mod tests {
             .tensor_from_bytes(Type::F32, &[4, 4], "w", &weights)
             .unwrap();
         assert_eq!(w.read_bytes().unwrap(), weights);
-        assert!(matches!(w.write_bytes(&weights), Err(GgmlError::ReadOnly { .. })));
+        assert!(matches!(
+            w.write_bytes(&weights),
+            Err(GgmlError::ReadOnly { .. })
+        ));
         let ctx = Context::new(1 << 20).unwrap();
         let src = ctx.new_tensor(Type::F32, &[4], "src").unwrap();
         let row = ctx.view(w, &[4], &[], 16);
@@ -634,7 +651,17 @@ mod tests {
             .tensor_from_bytes(Type::F32, &[5, 4], "short", &weights)
             .err()
             .unwrap();
-        assert!(matches!(e, GgmlError::DataSize { expected: 80, got: 64, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                GgmlError::DataSize {
+                    expected: 80,
+                    got: 64,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

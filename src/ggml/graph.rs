@@ -109,8 +109,11 @@ impl Executor {
         }
         // SAFETY: live graph and pool; the plan's work buffer is ours and sized as ggml asks.
         unsafe {
-            let mut plan =
-                sys::ggml_graph_plan(graph.raw.as_ptr(), self.n_threads as i32, self.pool.as_ptr());
+            let mut plan = sys::ggml_graph_plan(
+                graph.raw.as_ptr(),
+                self.n_threads as i32,
+                self.pool.as_ptr(),
+            );
             if self.work.len() < plan.work_size {
                 self.work.resize(plan.work_size, 0);
             }

@@ -168,5 +168,9 @@ pub(crate) fn ggml_block_size_of_id(id: u32) -> i64 {
 /// A tensor's name as ggml stores it.
 fn tensor_name(t: *const sys::ggml_tensor) -> String {
     // SAFETY: `name` is a fixed array inside a live tensor, always NUL-terminated by ggml.
-    unsafe { CStr::from_ptr((*t).name.as_ptr()).to_string_lossy().into_owned() }
+    unsafe {
+        CStr::from_ptr((*t).name.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
 }

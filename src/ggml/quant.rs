@@ -48,7 +48,10 @@ pub fn quantize(ty: Type, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
     }
     // SAFETY: pure query on a live type id.
     if unsafe { sys::ggml_quantize_requires_imatrix(ty.id()) } {
-        return Err(GgmlError::Unsupported(ty, "quantized without an importance matrix"));
+        return Err(GgmlError::Unsupported(
+            ty,
+            "quantized without an importance matrix",
+        ));
     }
     if n_per_row == 0 || src.len() % n_per_row != 0 {
         return Err(shape_err(format!(
@@ -82,18 +85,22 @@ pub fn quantize(ty: Type, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
 
 /// Dequantizes `n` values of type `ty` from `bytes` with ggml's `to_float` routine.
 pub fn dequantize(ty: Type, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
-    let expected = ty
-        .row_bytes(n as u64)
-        .ok_or_else(|| GgmlError::Shape {
-            name: format!("dequantize from {ty}"),
-            what: format!("{n} values are not whole blocks of {}", ty.block_size()),
-        })? as usize;
+    let expected = ty.row_bytes(n as u64).ok_or_else(|| GgmlError::Shape {
+        name: format!("dequantize from {ty}"),
+        what: format!("{n} values are not whole blocks of {}", ty.block_size()),
+    })? as usize;
     if bytes.len() != expected {
         return Err(GgmlError::DataSize {
             name: format!("dequantize from {ty}"),
             expected,
             got: bytes.len(),
         });
+    }
+    if ty == Type::F32 {
+        return Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect());
     }
     // SAFETY: ggml's trait table is static; to_float reads `expected` bytes, writes n floats.
     unsafe {

@@ -134,7 +134,11 @@ mod tests {
         // Ids the table leaves out are exactly the ones ggml has removed.
         for id in 0..crate::ggml::TYPE_COUNT {
             if Type::from_id(id).is_none() {
-                assert_eq!(crate::ggml::ggml_block_size_of_id(id), 0, "id {id} is live in ggml");
+                assert_eq!(
+                    crate::ggml::ggml_block_size_of_id(id),
+                    0,
+                    "id {id} is live in ggml"
+                );
             }
         }
     }
