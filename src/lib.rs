@@ -1,5 +1,7 @@
 //! gemlet: run quantized Gemma models from GGUF files on small CPUs.
 //!
-//! Layers, lowest first: [`ggml`] (the vendored kernels behind a safe wrapper).
+//! Layers, lowest first: [`ggml`] (the vendored kernels behind a safe wrapper), [`gguf`] (the
+//! file format).
 
 pub mod ggml;
+pub mod gguf;
