@@ -5,3 +5,6 @@
 
 pub mod ggml;
 pub mod gguf;
+pub mod model;
+
+pub mod cli;

@@ -3,10 +3,12 @@
 //! Key and tensor names follow llama.cpp's `gguf-py` (`general.architecture`,
 //! `{arch}.block_count`, `blk.N.attn_q.weight`, ...).
 
+mod file_type;
 mod reader;
 mod value;
 mod writer;
 
+pub use file_type::{file_type_id, file_type_name};
 pub use reader::{Gguf, TensorInfo, DEFAULT_ALIGNMENT, MAX_NESTING};
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, TensorWriter};

@@ -1,0 +1,342 @@
+//! The Gemma family's configuration, read from GGUF metadata: the one source of truth for the
+//! graph, the KV cache, the memory plan and `inspect`.
+//!
+//! Key names and defaults follow llama.cpp (`src/llama-model.cpp` hparams loading and
+//! `src/models/gemma*.cpp`). The three versions differ only by the fields below.
+
+use super::{ModelError, Result};
+use crate::gguf::{Gguf, GgufError, Value};
+
+/// The architectures gemlet runs.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma", "gemma2", "gemma3"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Gemma,
+    Gemma2,
+    Gemma3,
+}
+
+impl Arch {
+    pub fn from_name(name: &str) -> Option<Arch> {
+        match name {
+            "gemma" => Some(Arch::Gemma),
+            "gemma2" => Some(Arch::Gemma2),
+            "gemma3" => Some(Arch::Gemma3),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Gemma => "gemma",
+            Arch::Gemma2 => "gemma2",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// Everything the forward pass needs to know about a model, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Hidden size (embedding length).
+    pub n_embd: usize,
+    /// Feed-forward (GeGLU) inner size.
+    pub n_ff: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (1: multi-query, < n_head: grouped-query, = n_head: multi-head).
+    pub n_head_kv: usize,
+    /// Per-head key (and query) length.
+    pub head_dim_k: usize,
+    /// Per-head value length.
+    pub head_dim_v: usize,
+    /// Rows of the token embedding.
+    pub n_vocab: usize,
+    /// Context length the model was trained with.
+    pub n_ctx_train: usize,
+    pub norm_eps: f32,
+    /// Rope base of global layers (`rope.freq_base`, default 10000).
+    pub rope_base: f32,
+    /// Rope frequency scale of global layers (1 / `rope.scaling.factor`).
+    pub rope_scale: f32,
+    /// Rope base and scale of sliding-window layers.
+    pub rope_base_local: f32,
+    pub rope_scale_local: f32,
+    /// Sliding-window size, if the model has local layers.
+    pub sliding_window: Option<usize>,
+    /// Per layer: does it attend only within the sliding window?
+    pub local_layers: Vec<bool>,
+    /// Gemma 2's tanh soft-cap on attention logits.
+    pub attn_softcap: Option<f32>,
+    /// tanh soft-cap on the output logits.
+    pub final_softcap: Option<f32>,
+    /// Factor applied to queries before q·k (llama.cpp's `f_attention_scale`).
+    pub query_scale: f32,
+    /// Gemma 3's per-head RMSNorm on queries and keys.
+    pub qk_norm: bool,
+    /// Gemma 2/3's norms after attention and after the FFN, before the residual adds.
+    pub post_norms: bool,
+    /// Output projection is the token embedding (no `output.weight`).
+    pub tied_output: bool,
+}
+
+impl Config {
+    /// Reads and validates the configuration of a Gemma-family GGUF.
+    pub fn from_gguf(g: &Gguf) -> Result<Config> {
+        let arch_name = g.architecture()?;
+        let arch = Arch::from_name(&arch_name).ok_or_else(|| ModelError::Architecture {
+            found: arch_name.to_string(),
+        })?;
+        let a = arch.name();
+        let key = |k: &str| format!("{a}.{k}");
+        let u = |k: &str| -> Result<usize> { Ok(g.get_u32(&key(k))? as usize) };
+        let opt_u = |k: &str| -> Result<Option<usize>> {
+            Ok(g.opt(&key(k), Gguf::get_u32)?.map(|v| v as usize))
+        };
+        let opt_f = |k: &str| -> Result<Option<f32>> { Ok(g.opt(&key(k), Gguf::get_f32)?) };
+
+        let n_layer = u("block_count")?;
+        let n_embd = u("embedding_length")?;
+        let n_head = per_layer_scalar(g, &key("attention.head_count"), n_layer)?;
+        let n_head_kv = match g.get(&key("attention.head_count_kv")) {
+            Some(_) => per_layer_scalar(g, &key("attention.head_count_kv"), n_layer)?,
+            None => n_head,
+        };
+        let n_ff = per_layer_scalar(g, &key("feed_forward_length"), n_layer)?;
+        if n_head == 0 || n_layer == 0 || n_embd == 0 {
+            return Err(ModelError::Config(format!(
+                "{a}: block_count {n_layer}, embedding_length {n_embd} and head_count {n_head} must be positive"
+            )));
+        }
+        let head_dim_k = opt_u("attention.key_length")?.unwrap_or(n_embd / n_head);
+        let head_dim_v = opt_u("attention.value_length")?.unwrap_or(n_embd / n_head);
+        let n_ctx_train = u("context_length")?;
+        let norm_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
+
+        let rope_base = opt_f("rope.freq_base")?.unwrap_or(10_000.0);
+        if let Some(Value::String(t)) = g.get(&key("rope.scaling.type")) {
+            if t != "linear" && t != "none" {
+                return Err(ModelError::Config(format!(
+                    "{}: rope scaling '{t}' is not supported (only linear)",
+                    key("rope.scaling.type")
+                )));
+            }
+        }
+        let factor = match opt_f("rope.scaling.factor")? {
+            Some(f) => f,
+            None => opt_f("rope.scale_linear")?.unwrap_or(0.0),
+        };
+        let rope_scale = if factor == 0.0 { 1.0 } else { 1.0 / factor };
+        let swa_base = opt_f("rope.freq_base_swa")?;
+
+        // Which layers are local, as llama.cpp decides it per architecture.
+        let window = opt_u("attention.sliding_window")?;
+        let (sliding_window, rope_base_local, rope_scale_local, default_period) = match arch {
+            Arch::Gemma => (None, rope_base, rope_scale, 0),
+            // Gemma 2 always has local layers; 4096 when the file does not say.
+            Arch::Gemma2 => (
+                Some(window.unwrap_or(4096)),
+                swa_base.unwrap_or(rope_base),
+                rope_scale,
+                2,
+            ),
+            // Gemma 3: local layers only with a window; their rope base defaults to 10000
+            // (not the file's global base) and they are never scaled.
+            Arch::Gemma3 => (
+                window.filter(|&w| w > 0),
+                swa_base.unwrap_or(10_000.0),
+                1.0,
+                6,
+            ),
+        };
+        let local_layers = match sliding_window {
+            None => vec![false; n_layer],
+            Some(_) => swa_pattern(
+                g,
+                &key("attention.sliding_window_pattern"),
+                n_layer,
+                default_period,
+            )?,
+        };
+
+        let attn_softcap = match arch {
+            Arch::Gemma2 => Some(opt_f("attn_logit_softcapping")?.unwrap_or(50.0)),
+            _ => None,
+        };
+        let final_softcap = match arch {
+            Arch::Gemma => None,
+            Arch::Gemma2 => Some(opt_f("final_logit_softcapping")?.unwrap_or(30.0)),
+            Arch::Gemma3 => opt_f("final_logit_softcapping")?,
+        }
+        .filter(|&c| c > 0.0);
+
+        // gemma_pytorch's query_pre_attn_scalar: hidden/heads for the 27B models (detected, as in
+        // llama.cpp, by their layer count), head_dim otherwise.
+        let is_27b = matches!((arch, n_layer), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
+        let query_scale = if is_27b {
+            1.0 / ((n_embd / n_head) as f32).sqrt()
+        } else {
+            1.0 / (head_dim_k as f32).sqrt()
+        };
+
+        let embd = g
+            .tensor("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
+        let n_vocab = *embd.dims.get(1).unwrap_or(&1) as usize;
+
+        let config = Config {
+            arch,
+            n_layer,
+            n_embd,
+            n_ff,
+            n_head,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            n_vocab,
+            n_ctx_train,
+            norm_eps,
+            rope_base,
+            rope_scale,
+            rope_base_local,
+            rope_scale_local,
+            sliding_window,
+            local_layers,
+            attn_softcap,
+            final_softcap,
+            query_scale,
+            qk_norm: arch == Arch::Gemma3,
+            post_norms: arch != Arch::Gemma,
+            tied_output: g.tensor("output.weight").is_none(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Config(format!("{}: {m}", self.arch.name())));
+        if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+            return bad(format!(
+                "{} query heads are not a multiple of {} key/value heads",
+                self.n_head, self.n_head_kv
+            ));
+        }
+        if self.head_dim_k == 0 || self.head_dim_k % 2 != 0 {
+            return bad(format!(
+                "head dimension {} must be even and positive (rope rotates pairs)",
+                self.head_dim_k
+            ));
+        }
+        if self.head_dim_v == 0 || self.n_ff == 0 || self.n_vocab == 0 || self.n_ctx_train == 0 {
+            return bad(
+                "value length, feed_forward_length, vocabulary and context_length must be positive"
+                    .into(),
+            );
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            return bad(format!(
+                "layer_norm_rms_epsilon {} is out of range",
+                self.norm_eps
+            ));
+        }
+        if !(self.rope_base > 1.0 && self.rope_base_local > 1.0) {
+            return bad(format!(
+                "rope bases {} / {} must exceed 1",
+                self.rope_base, self.rope_base_local
+            ));
+        }
+        // Shapes of products that size buffers: keep them far from overflow on 32-bit targets.
+        let limit = 1usize << 24;
+        for (name, v) in [
+            ("block_count", self.n_layer),
+            ("embedding_length", self.n_embd),
+            ("feed_forward_length", self.n_ff),
+            ("head_count", self.n_head),
+            ("key_length", self.head_dim_k),
+            ("value_length", self.head_dim_v),
+            ("context_length", self.n_ctx_train),
+        ] {
+            if v > limit {
+                return bad(format!("{name} {v} is implausibly large"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether layer `il` attends only within the sliding window.
+    pub fn is_local(&self, il: usize) -> bool {
+        self.local_layers.get(il).copied().unwrap_or(false)
+    }
+
+    /// Rope base and frequency scale of layer `il`.
+    pub fn rope_for(&self, il: usize) -> (f32, f32) {
+        if self.is_local(il) {
+            (self.rope_base_local, self.rope_scale_local)
+        } else {
+            (self.rope_base, self.rope_scale)
+        }
+    }
+
+    /// Positions layer `il` keeps in its KV cache for a context of `n_ctx`: local layers need
+    /// only the window.
+    pub fn kv_positions(&self, il: usize, n_ctx: usize) -> usize {
+        match self.sliding_window {
+            Some(w) if self.is_local(il) => w.min(n_ctx),
+            _ => n_ctx,
+        }
+    }
+}
+
+/// A per-layer key that may be a scalar or an array; gemlet needs the same value in every layer.
+fn per_layer_scalar(g: &Gguf, key: &str, n_layer: usize) -> Result<usize> {
+    match g.get(key) {
+        Some(Value::Array(a)) => {
+            let values = a.i64s().ok_or_else(|| {
+                ModelError::Gguf(GgufError::KeyType {
+                    key: key.into(),
+                    expected: "an integer or an array of integers",
+                    found: format!("array of {}", a.elem_type()),
+                })
+            })?;
+            if values.len() != n_layer || values.iter().any(|&v| v != values[0]) || values[0] < 0 {
+                return Err(ModelError::Config(format!(
+                    "{key}: per-layer values {values:?} are not supported (one value for all {n_layer} layers)"
+                )));
+            }
+            Ok(values[0] as usize)
+        }
+        _ => Ok(g.get_u32(key)? as usize),
+    }
+}
+
+/// llama.cpp's `load_swa_pattern`: an array of bools, or a period n (layer il is local iff
+/// `il % n < n - 1`), defaulting to the architecture's period.
+fn swa_pattern(g: &Gguf, key: &str, n_layer: usize, default_period: usize) -> Result<Vec<bool>> {
+    if let Some(Value::Array(a)) = g.get(key) {
+        let flags: Vec<bool> = a
+            .iter()
+            .map(|v| match v {
+                Value::Bool(b) => Ok(b),
+                other => Err(ModelError::Config(format!(
+                    "{key}: element {} is not a bool",
+                    other.display(2)
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        if flags.len() < n_layer {
+            return Err(ModelError::Config(format!(
+                "{key}: {} entries for {n_layer} layers",
+                flags.len()
+            )));
+        }
+        return Ok(flags[..n_layer].to_vec());
+    }
+    let n = g
+        .opt(key, Gguf::get_u32)?
+        .map_or(default_period, |v| v as usize);
+    Ok((0..n_layer).map(|il| n == 0 || il % n < n - 1).collect())
+}
