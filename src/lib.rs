@@ -6,5 +6,6 @@
 pub mod ggml;
 pub mod gguf;
 pub mod model;
+pub mod tokenizer;
 
 pub mod cli;

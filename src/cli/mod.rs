@@ -2,9 +2,11 @@
 
 mod fmt;
 mod inspect;
+mod tokenize;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Run quantized Gemma models from GGUF files on laptops and Raspberry-Pi-class CPUs.
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Show what a GGUF model file holds and what running it will take.
     Inspect(inspect::InspectArgs),
+    /// Print the token ids of a text (llama-tokenize's flags).
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 /// Errors of the command line; the message is printed after "error: ".
@@ -28,8 +32,41 @@ pub enum CliError {
     Gguf(#[from] crate::gguf::GgufError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error("writing output: {0}")]
     Output(std::io::Error),
+    #[error("reading input: {0}")]
+    Input(std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error(
+        "the default model {0} is missing: fetch it with `scripts/fetch-model.sh`, or pass -m FILE"
+    )]
+    NoModel(PathBuf),
+}
+
+/// Where models live: `~/.cache/gemlet/models`.
+pub fn models_dir() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join(".cache/gemlet/models")
+}
+
+/// The model to use: `-m FILE`, or the default model, which must exist.
+fn model_path(arg: Option<&Path>) -> Result<PathBuf, CliError> {
+    match arg {
+        Some(p) => Ok(p.to_path_buf()),
+        None => {
+            let p = models_dir().join("gemma-3-270m-q4_k_m.gguf");
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(CliError::NoModel(p))
+            }
+        }
+    }
 }
 
 fn version() -> &'static str {
@@ -57,6 +94,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -270,6 +270,18 @@ impl<'a> Array<'a> {
         if self.elem_type() != ValueType::String {
             return None;
         }
+        // Fast path for file arrays (a vocabulary has 262k of them): walk the validated bytes.
+        if let Array::Raw { len, bytes, .. } = *self {
+            let mut out = Vec::with_capacity(len);
+            let mut pos = 0;
+            for _ in 0..len {
+                let n = u64::from_le_bytes(bytes[pos..pos + 8].try_into().ok()?) as usize;
+                let s = std::str::from_utf8(&bytes[pos + 8..pos + 8 + n]).ok()?;
+                out.push(Cow::Borrowed(s));
+                pos += 8 + n;
+            }
+            return Some(out);
+        }
         Some(
             self.iter()
                 .map(|v| match v {
@@ -282,11 +294,37 @@ impl<'a> Array<'a> {
 
     /// Numeric elements as f32 (`None` if they are not numbers).
     pub fn f32s(&self) -> Option<Vec<f32>> {
+        if let Array::Raw {
+            elem: ValueType::F32,
+            bytes,
+            ..
+        } = *self
+        {
+            return Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
+        }
         self.iter().map(|v| v.as_f64().map(|x| x as f32)).collect()
     }
 
     /// Integer elements as i64 (`None` if they are not integers that fit).
     pub fn i64s(&self) -> Option<Vec<i64>> {
+        if let Array::Raw {
+            elem: ValueType::I32,
+            bytes,
+            ..
+        } = *self
+        {
+            return Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                    .collect(),
+            );
+        }
         self.iter()
             .map(|v| v.as_integer().and_then(|i| i64::try_from(i).ok()))
             .collect()

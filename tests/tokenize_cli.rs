@@ -1,0 +1,90 @@
+//! `gemlet tokenize` as a user runs it: llama-tokenize's flags, and --jsonl for corpora.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn gemlet(args: &[&str], stdin: Option<&str>) -> (String, String, bool) {
+    let model = common::real_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .arg("tokenize")
+        .arg("-m")
+        .arg(&model)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn ids_pieces_and_flags() {
+    let (out, _, ok) = gemlet(&["--ids", "Hello world"], None);
+    assert!(ok);
+    assert_eq!(out.trim(), "[2,9259,1902]");
+    let (out, _, _) = gemlet(&["--ids", "--no-bos", "Hello world"], None);
+    assert_eq!(out.trim(), "[9259,1902]");
+    let (out, _, _) = gemlet(&["--ids", "--no-bos", "<start_of_turn>"], None);
+    assert_eq!(out.trim(), "[105]");
+    let (out, _, _) = gemlet(
+        &["--ids", "--no-bos", "--no-parse-special", "<start_of_turn>"],
+        None,
+    );
+    assert_ne!(out.trim(), "[105]");
+    let (out, _, _) = gemlet(&["Hello world"], None);
+    assert_eq!(
+        out,
+        "     2 -> \"<bos>\"\n  9259 -> \"Hello\"\n  1902 -> \" world\"\n"
+    );
+}
+
+#[test]
+fn jsonl_keeps_order_in_one_process() {
+    let input =
+        "{\"text\": \"Hello world\"}\n{\"text\": \"\"}\n{\"text\": \"<start_of_turn>user\\n\"}\n";
+    let (out, err, ok) = gemlet(&["--jsonl"], Some(input));
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "{\"ids\":[2,9259,1902]}",
+            "{\"ids\":[2]}",
+            "{\"ids\":[2,105,2364,107]}"
+        ]
+    );
+    let (_, err, ok) = gemlet(&["--jsonl"], Some("{\"txt\": 1}\n"));
+    assert!(
+        !ok && err.contains("line 1") && err.contains("\"text\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_model_names_the_fetch_command() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .args(["tokenize", "hi"])
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(err.contains("scripts/fetch-model.sh"), "{err}");
+}
