@@ -301,7 +301,7 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     "ggml_fp16_to_fp32",
     "ggml_fp32_to_fp16",
     // operations
-    "ggml_(add|mul|mul_mat|get_rows|set_rows|rms_norm|scale|tanh|gelu|soft_max_ext|rope_ext)",
+    "ggml_(add|mul|mul_mat|get_rows|set_rows|rms_norm|scale|tanh|gelu|geglu_split|soft_max_ext|rope_ext)",
     "ggml_(cpy|cont|transpose|permute|reshape_[1-4]d|view_[1-4]d|flash_attn_ext)",
     // graphs and execution
     "ggml_new_graph_custom",
@@ -315,6 +315,10 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     "ggml_threadpool_params_default",
     "ggml_cpu_init",
     "ggml_cpu_has_.*",
+    "ggml_set_(input|output)",
+    // graph allocation: one reused compute buffer
+    "ggml_gallocr_(new|free|alloc_graph|reserve|get_buffer_size)",
+    "ggml_backend_cpu_buffer_type",
     // quantization
     "ggml_quantize_(init|chunk|requires_imatrix)",
     "ggml_get_type_traits",

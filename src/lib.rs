@@ -6,6 +6,8 @@
 pub mod ggml;
 pub mod gguf;
 pub mod model;
+pub mod sampling;
+pub mod session;
 pub mod tokenizer;
 
 pub mod cli;

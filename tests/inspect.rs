@@ -277,8 +277,9 @@ fn inspect_real_model() {
         15
     );
     assert_eq!(j["metadata"]["tokenizer.ggml.tokens"]["length"], 262_144);
-    // gemma3 KV cache at 4096: 3 global layers keep 4096 positions, 15 local ones 512.
-    assert_eq!(j["memory"]["kv_cache_bytes"], (3 * 4096 + 15 * 512) * 1024);
+    // gemma3 KV cache at 4096: 3 global layers keep 4096 positions, 15 local ones the window
+    // of 512 plus a batch of 512.
+    assert_eq!(j["memory"]["kv_cache_bytes"], (3 * 4096 + 15 * 1024) * 1024);
 
     let (text, ok) = inspect(&[model.to_str().unwrap(), "--metadata", "-c", "2048"]);
     assert!(ok, "{text}");

@@ -15,6 +15,8 @@ pub type ggml_from_float_t = ::std::option::Option<
     unsafe extern "C" fn(x: *const f32, y: *mut ::std::os::raw::c_void, k: i64),
 >;
 pub type ggml_sched_priority = ::std::os::raw::c_int;
+pub type ggml_backend_buffer_type_t = *mut ggml_backend_buffer_type;
+pub type ggml_gallocr_t = *mut ggml_gallocr;
 #[repr(C)]
 #[derive(Debug)]
 pub struct ggml_context {
@@ -74,6 +76,16 @@ pub struct ggml_threadpool_params {
 #[repr(C)]
 #[derive(Debug)]
 pub struct ggml_threadpool {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug)]
+pub struct ggml_backend_buffer_type {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug)]
+pub struct ggml_gallocr {
     _unused: [u8; 0],
 }
 #[repr(C)]
@@ -318,6 +330,8 @@ unsafe extern "C" {
         tensor: *mut ggml_tensor,
         name: *const ::std::os::raw::c_char,
     ) -> *mut ggml_tensor;
+    pub fn ggml_set_input(tensor: *mut ggml_tensor);
+    pub fn ggml_set_output(tensor: *mut ggml_tensor);
     pub fn ggml_add(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -330,6 +344,11 @@ unsafe extern "C" {
     ) -> *mut ggml_tensor;
     pub fn ggml_tanh(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_gelu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_geglu_split(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        b: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_rms_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32)
     -> *mut ggml_tensor;
     pub fn ggml_mul_mat(
@@ -482,6 +501,15 @@ unsafe extern "C" {
     pub fn ggml_threadpool_params_default(
         n_threads: ::std::os::raw::c_int,
     ) -> ggml_threadpool_params;
+    pub fn ggml_gallocr_new(buft: ggml_backend_buffer_type_t) -> ggml_gallocr_t;
+    pub fn ggml_gallocr_free(galloc: ggml_gallocr_t);
+    pub fn ggml_gallocr_reserve(galloc: ggml_gallocr_t, graph: *mut ggml_cgraph) -> bool;
+    pub fn ggml_gallocr_alloc_graph(galloc: ggml_gallocr_t, graph: *mut ggml_cgraph) -> bool;
+    pub fn ggml_gallocr_get_buffer_size(
+        galloc: ggml_gallocr_t,
+        buffer_id: ::std::os::raw::c_int,
+    ) -> usize;
+    pub fn ggml_backend_cpu_buffer_type() -> ggml_backend_buffer_type_t;
     pub fn ggml_threadpool_new(params: *mut ggml_threadpool_params) -> *mut ggml_threadpool;
     pub fn ggml_threadpool_free(threadpool: *mut ggml_threadpool);
     pub fn ggml_graph_plan(

@@ -22,10 +22,22 @@ fn overlaps_read_only(start: usize, len: usize) -> bool {
 /// data. `'d` is the lifetime of memory its tensors may borrow (see [`Context::tensor_from_bytes`]).
 pub struct Context<'d> {
     raw: NonNull<sys::ggml_context>,
+    uid: u64,
     borrowed: RefCell<Vec<(usize, usize)>>,
     // Invariant in 'd: a covariant marker would let `&Context<'long>` shrink to a shorter 'd
     // and accept data that dies before the context does.
     _data: PhantomData<Cell<&'d [u8]>>,
+}
+
+/// Distinguishes contexts, so a [`TensorId`] is only resolved by the context it came from.
+static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A handle to a tensor that can be stored beside its context (a struct cannot hold both a
+/// context and `Tensor`s borrowing it); [`Context::resolve`] turns it back into a [`Tensor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorId {
+    raw: NonNull<sys::ggml_tensor>,
+    ctx: u64,
 }
 
 /// A tensor inside a [`Context`]. Cheap to copy; valid as long as the context lives.
@@ -83,6 +95,7 @@ impl<'d> Context<'d> {
         let raw = NonNull::new(raw).ok_or(GgmlError::ContextInit { bytes: mem_bytes })?;
         Ok(Context {
             raw,
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             borrowed: RefCell::new(Vec::new()),
             _data: PhantomData,
         })
@@ -101,6 +114,23 @@ impl<'d> Context<'d> {
     pub fn free_bytes(&self) -> usize {
         // SAFETY: live context.
         unsafe { sys::ggml_get_mem_size(self.raw()) - sys::ggml_used_mem(self.raw()) }
+    }
+
+    /// A handle to `t`, a tensor created by this context.
+    pub fn id_of(&self, t: Tensor<'_>) -> TensorId {
+        TensorId {
+            raw: t.raw,
+            ctx: self.uid,
+        }
+    }
+
+    /// The tensor behind `id`. Panics if `id` came from another context (a programming error).
+    pub fn resolve(&self, id: TensorId) -> Tensor<'_> {
+        assert_eq!(id.ctx, self.uid, "tensor handle used with another context");
+        Tensor {
+            raw: id.raw,
+            _ctx: PhantomData,
+        }
     }
 
     fn wrap(&self, t: *mut sys::ggml_tensor) -> Tensor<'_> {
@@ -291,6 +321,21 @@ impl<'c> Tensor<'c> {
     pub fn n_bytes(self) -> usize {
         // SAFETY: live tensor.
         unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+
+    /// Marks the tensor as a graph input: the allocator gives it memory of its own that no
+    /// intermediate result reuses, so it can be written before compute.
+    pub fn set_input(self) -> Self {
+        // SAFETY: sets a flag on a live tensor.
+        unsafe { sys::ggml_set_input(self.raw()) };
+        self
+    }
+
+    /// Marks the tensor as a graph output, so its memory is not reused by later nodes.
+    pub fn set_output(self) -> Self {
+        // SAFETY: sets a flag on a live tensor.
+        unsafe { sys::ggml_set_output(self.raw()) };
+        self
     }
 
     pub fn is_contiguous(self) -> bool {
@@ -497,6 +542,28 @@ impl Context<'_> {
         }
         // SAFETY: as above; ggml asserts equal element counts.
         Ok(self.wrap(unsafe { sys::ggml_cpy(self.raw(), src.raw(), dst.raw()) }))
+    }
+
+    /// Writes the rows of `src` into rows `idx` (I32) of `dst` (converting to its type): the
+    /// KV cache update. Refuses a destination in borrowed read-only memory.
+    pub fn set_rows<'c>(
+        &'c self,
+        dst: Tensor<'c>,
+        src: Tensor<'c>,
+        idx: Tensor<'c>,
+    ) -> Result<Tensor<'c>> {
+        let root = root_of(dst);
+        if root.has_data() && overlaps_read_only(root.get().data as usize, root.n_bytes()) {
+            return Err(GgmlError::ReadOnly { name: dst.name() });
+        }
+        // SAFETY: live tensors; ggml asserts shapes and index type.
+        Ok(self.wrap(unsafe { sys::ggml_set_rows(self.raw(), dst.raw(), src.raw(), idx.raw()) }))
+    }
+
+    /// gelu(a) * b, fused (Gemma's GeGLU feed-forward).
+    pub fn geglu<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: live tensors; ggml asserts equal shapes.
+        self.wrap(unsafe { sys::ggml_geglu_split(self.raw(), a.raw(), b.raw()) })
     }
 
     /// Makes `a` contiguous in memory.

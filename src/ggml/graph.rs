@@ -1,14 +1,16 @@
 //! Computation graphs and the executor that runs them on a persistent thread pool.
 
 use super::{init_cpu, sys, tensor_name, GgmlError, Result, Tensor};
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A forward graph in a context's arena.
+/// A forward graph in a context's arena. Invariant in `'c`, so that an [`super::Allocator`]
+/// borrowed for the graph's lifetime stays borrowed while its tensors are in use.
 pub struct Graph<'c> {
     raw: NonNull<sys::ggml_cgraph>,
-    _ctx: PhantomData<&'c ()>,
+    _ctx: PhantomData<Cell<&'c ()>>,
 }
 
 impl<'c> Graph<'c> {
@@ -25,14 +27,20 @@ impl<'c> Graph<'c> {
         unsafe { sys::ggml_build_forward_expand(self.raw.as_ptr(), t.raw()) }
     }
 
+    pub(super) fn raw(&self) -> *mut sys::ggml_cgraph {
+        self.raw.as_ptr()
+    }
+
     pub fn n_nodes(&self) -> usize {
         // SAFETY: live graph.
         unsafe { sys::ggml_graph_n_nodes(self.raw.as_ptr()) as usize }
     }
 
-    fn nodes(&self) -> impl Iterator<Item = *mut sys::ggml_tensor> + '_ {
+    fn nodes(&self) -> Vec<*mut sys::ggml_tensor> {
         // SAFETY: indices below n_nodes are live nodes.
-        (0..self.n_nodes()).map(|i| unsafe { sys::ggml_graph_node(self.raw.as_ptr(), i as i32) })
+        (0..self.n_nodes())
+            .map(|i| unsafe { sys::ggml_graph_node(self.raw.as_ptr(), i as i32) })
+            .collect()
     }
 
     /// Names a tensor of the graph that has no memory yet, if any: computing it would write

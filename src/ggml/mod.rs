@@ -22,12 +22,14 @@ mod sys {
     include!("bindings.rs");
 }
 
+mod alloc;
 mod context;
 mod graph;
 mod quant;
 mod types;
 
-pub use context::{Context, RopeMode, Tensor};
+pub use alloc::Allocator;
+pub use context::{Context, RopeMode, Tensor, TensorId};
 pub use graph::{Executor, Graph};
 pub use quant::{dequantize, quantize};
 pub use types::Type;

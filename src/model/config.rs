@@ -281,11 +281,17 @@ impl Config {
         }
     }
 
-    /// Positions layer `il` keeps in its KV cache for a context of `n_ctx`: local layers need
-    /// only the window.
-    pub fn kv_positions(&self, il: usize, n_ctx: usize) -> usize {
-        match self.sliding_window {
-            Some(w) if self.is_local(il) => w.min(n_ctx),
+    /// Cache slots of a sliding-window layer: the window plus one batch (a batch overwrites only
+    /// positions all its queries have left behind), at most the context.
+    pub fn local_cache_size(&self, n_ctx: usize, n_batch: usize) -> Option<usize> {
+        self.sliding_window.map(|w| (w + n_batch).min(n_ctx))
+    }
+
+    /// Positions layer `il` keeps in its KV cache for a context of `n_ctx` filled in batches
+    /// of `n_batch`.
+    pub fn kv_positions(&self, il: usize, n_ctx: usize, n_batch: usize) -> usize {
+        match self.local_cache_size(n_ctx, n_batch) {
+            Some(size) if self.is_local(il) => size,
             _ => n_ctx,
         }
     }

@@ -66,14 +66,14 @@ impl PlanDims {
         })
     }
 
-    /// K and V cache bytes for `n_ctx` positions at `bytes_per_value` (2 for F16); local layers
-    /// keep only their window.
-    pub fn kv_cache_bytes(&self, n_ctx: usize, bytes_per_value: usize) -> u64 {
+    /// K and V cache bytes for `n_ctx` positions filled in batches of `n_batch`, at
+    /// `bytes_per_value` (2 for F16); local layers keep their window plus one batch.
+    pub fn kv_cache_bytes(&self, n_ctx: usize, n_batch: usize, bytes_per_value: usize) -> u64 {
         let per_pos =
             (self.n_head_kv * (self.head_dim_k + self.head_dim_v) * bytes_per_value) as u64;
         self.layer_window
             .iter()
-            .map(|w| w.map_or(n_ctx, |w| w.min(n_ctx)) as u64 * per_pos)
+            .map(|w| w.map_or(n_ctx, |w| (w + n_batch).min(n_ctx)) as u64 * per_pos)
             .sum()
     }
 
@@ -114,7 +114,7 @@ impl MemoryPlan {
             n_ctx
         };
         let batch = n_batch.min(context).max(1);
-        let kv_cache_bytes = dims.kv_cache_bytes(context, 2);
+        let kv_cache_bytes = dims.kv_cache_bytes(context, batch, 2);
         let compute_bytes = dims.compute_bytes(batch);
         MemoryPlan {
             context,
@@ -163,10 +163,18 @@ mod tests {
     #[test]
     fn kv_cache_keeps_only_the_window_on_local_layers() {
         let d = gemma3_270m();
-        // 3 global layers x 4096 positions + 15 local layers x 512, 1 KV head x (256 + 256) x 2 B.
+        // 3 global layers x 4096 positions + 15 local layers x (512 + batch 512), 1 KV head x
+        // (256 + 256) x 2 B.
         let per_pos = 1024;
-        assert_eq!(d.kv_cache_bytes(4096, 2), (3 * 4096 + 15 * 512) * per_pos);
-        assert_eq!(d.kv_cache_bytes(100, 2), 18 * 100 * per_pos);
+        assert_eq!(
+            d.kv_cache_bytes(4096, 512, 2),
+            (3 * 4096 + 15 * 1024) * per_pos
+        );
+        assert_eq!(
+            d.kv_cache_bytes(4096, 1, 2),
+            (3 * 4096 + 15 * 513) * per_pos
+        );
+        assert_eq!(d.kv_cache_bytes(100, 512, 2), 18 * 100 * per_pos);
     }
 
     #[test]

@@ -1,14 +1,63 @@
-//! The Gemma family: configuration from metadata (and, next, weights, graph and KV cache).
+//! The Gemma family: configuration from metadata, weights over the memory map, the forward
+//! graph and the KV cache.
 
 pub mod census;
 pub mod config;
+pub mod gemma;
+pub mod kv_cache;
 pub mod memory;
+pub mod weights;
 
 pub use census::{Census, Component};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 pub use memory::{MemoryPlan, PlanDims};
 
-use crate::gguf::GgufError;
+use crate::gguf::{Gguf, GgufError};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+use std::path::Path;
+
+/// A loaded model file: its mapped contents, configuration and tokenizer.
+pub struct Model {
+    gguf: Gguf,
+    config: Config,
+    tokenizer: Tokenizer,
+}
+
+impl Model {
+    /// Maps the file, reads and validates the configuration and every weight's shape, and
+    /// builds the tokenizer. Weights stay in the map.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let gguf = Gguf::open(path.as_ref())?;
+        let config = Config::from_gguf(&gguf)?;
+        // Binding checks every tensor's presence and shape now, not at the first token.
+        weights::Weights::bind(&gguf, &config)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        if tokenizer.n_vocab() != config.n_vocab {
+            return Err(ModelError::Config(format!(
+                "the tokenizer has {} tokens but token_embd.weight has {} rows",
+                tokenizer.n_vocab(),
+                config.n_vocab
+            )));
+        }
+        Ok(Model {
+            gguf,
+            config,
+            tokenizer,
+        })
+    }
+
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+}
 
 /// Errors of the model layer; each names the key or tensor and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +70,16 @@ pub enum ModelError {
     Config(String),
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
+    #[error("tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
+    Shape {
+        tensor: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error(transparent)]
+    Ggml(#[from] crate::ggml::GgmlError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,166 @@
+//! The Gemma forward pass (gemma, gemma2, gemma3) as one ggml graph, read top to bottom like
+//! the paper's diagram. The versions differ only by [`Config`] fields: post-norms (2, 3),
+//! per-head Q/K norms (3), the attention logit soft-cap (2), sliding-window layers and their
+//! rope base (2, 3), the final soft-cap (2).
+//!
+//! Follows llama.cpp's `src/models/gemma.cpp`, `gemma2.cpp` and `gemma3.cpp`.
+
+use super::kv_cache::{KvCache, GLOBAL, LOCAL};
+use super::weights::Weights;
+use super::{Config, Result};
+use crate::ggml::{Context, Graph, RopeMode, Tensor, TensorId, Type};
+
+/// The graph of one batch and the tensors to fill before computing it.
+pub struct Forward<'c> {
+    pub graph: Graph<'c>,
+    /// Token ids (I32).
+    pub tokens: Tensor<'c>,
+    /// Positions (I32).
+    pub positions: Tensor<'c>,
+    /// Per kind of layer (global, local): cache slot of each token (I32) and attention mask
+    /// (F16, `n_kv` × tokens); `None` when the model has no layer of that kind.
+    pub slots: [Option<Tensor<'c>>; 2],
+    pub masks: [Option<Tensor<'c>>; 2],
+    /// Rows whose logits are wanted (I32), when not all of them.
+    pub out_ids: Option<Tensor<'c>>,
+    /// Logits, vocab × outputs.
+    pub logits: Tensor<'c>,
+}
+
+/// Nodes a graph of this config needs at most.
+pub fn graph_size(c: &Config) -> usize {
+    64 * c.n_layer + 64
+}
+
+/// Builds the graph for `n_tokens` tokens attending over `n_kv` cache slots per kind of
+/// layer, producing logits for `n_out` rows (all rows when `None`).
+pub fn build<'c>(
+    ctx: &'c Context<'static>,
+    c: &Config,
+    w: &'c Weights<'_>,
+    cache: &'c KvCache,
+    n_tokens: usize,
+    n_kv: [usize; 2],
+    n_out: Option<usize>,
+) -> Result<Forward<'c>> {
+    let mut graph = ctx.new_graph(graph_size(c))?;
+    let weight = |id: TensorId| -> Tensor<'c> { w.ctx.resolve(id) };
+    // RMSNorm; the GGUF stores Gemma's (1 + w) already.
+    let norm = |x: Tensor<'c>, wt: TensorId| ctx.mul(ctx.rms_norm(x, c.norm_eps), weight(wt));
+    let (e, b) = (c.n_embd, n_tokens);
+    let (n_head, n_head_kv) = (c.n_head, c.n_head_kv);
+    let (dk, dv) = (c.head_dim_k, c.head_dim_v);
+
+    let input = |ty: Type, shape: &[usize], name: &str| -> Result<Tensor<'c>> {
+        Ok(ctx.new_tensor(ty, shape, name)?.set_input())
+    };
+    let tokens = input(Type::I32, &[b], "inp_tokens")?;
+    let positions = input(Type::I32, &[b], "inp_pos")?;
+    let has_kind = |kind: usize| cache.layers.iter().any(|l| l.kind == kind);
+    let mut slots = [None, None];
+    let mut masks = [None, None];
+    for kind in [GLOBAL, LOCAL] {
+        if has_kind(kind) {
+            slots[kind] = Some(input(Type::I32, &[b], &format!("inp_slots_{kind}"))?);
+            masks[kind] = Some(input(
+                Type::F16,
+                &[n_kv[kind], b],
+                &format!("inp_mask_{kind}"),
+            )?);
+        }
+    }
+
+    // Embedding, scaled by sqrt(hidden).
+    let mut x = ctx.scale(
+        ctx.get_rows(weight(w.token_embd), tokens),
+        (e as f32).sqrt(),
+    );
+
+    for (il, lw) in w.layers.iter().enumerate() {
+        let kind = cache.layers[il].kind;
+        let (rope_base, rope_scale) = c.rope_for(il);
+
+        // Attention block.
+        let h = norm(x, lw.attn_norm);
+        let mut q = ctx.reshape(ctx.mul_mat(weight(lw.wq), h), &[dk, n_head, b]);
+        let mut k = ctx.reshape(ctx.mul_mat(weight(lw.wk), h), &[dk, n_head_kv, b]);
+        let v = ctx.mul_mat(weight(lw.wv), h);
+        if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
+            q = norm(q, qn);
+            k = norm(k, kn);
+        }
+        q = ctx.rope(q, positions, dk, RopeMode::Neox, rope_base, rope_scale);
+        k = ctx.rope(k, positions, dk, RopeMode::Neox, rope_base, rope_scale);
+        q = ctx.scale(q, c.query_scale);
+
+        // Store this batch's keys and values, then attend over the cache.
+        let slot_ids = slots[kind].expect("inputs exist for every kind in use");
+        let k_cache = cache.ctx.resolve(cache.layers[il].k);
+        let v_cache = cache.ctx.resolve(cache.layers[il].v);
+        graph.expand(ctx.set_rows(k_cache, ctx.reshape(k, &[dk * n_head_kv, b]), slot_ids)?);
+        graph.expand(ctx.set_rows(v_cache, v, slot_ids)?);
+        let n = n_kv[kind];
+        let keys = ctx.view(
+            k_cache,
+            &[dk, n, n_head_kv],
+            &[k_cache.strides()[1], dk * 2],
+            0,
+        );
+        let values = ctx.view(
+            v_cache,
+            &[dv, n, n_head_kv],
+            &[v_cache.strides()[1], dv * 2],
+            0,
+        );
+        let att = ctx.flash_attn_ext(
+            ctx.permute(q, [0, 2, 1, 3]),
+            keys,
+            values,
+            masks[kind],
+            1.0,
+            c.attn_softcap.unwrap_or(0.0),
+        );
+        let mut a = ctx.mul_mat(weight(lw.wo), ctx.reshape(att, &[dv * n_head, b]));
+        if let Some(pn) = lw.post_attn_norm {
+            a = norm(a, pn);
+        }
+        x = ctx.add(x, a);
+
+        // Feed-forward block: GeGLU.
+        let h = norm(x, lw.ffn_norm);
+        let gated = ctx.geglu(
+            ctx.mul_mat(weight(lw.ffn_gate), h),
+            ctx.mul_mat(weight(lw.ffn_up), h),
+        );
+        let mut f = ctx.mul_mat(weight(lw.ffn_down), gated);
+        if let Some(pn) = lw.post_ffn_norm {
+            f = norm(f, pn);
+        }
+        x = ctx.add(x, f);
+    }
+
+    // Only the rows whose logits are wanted go through the output head.
+    let out_ids = match n_out {
+        Some(n) => Some(input(Type::I32, &[n], "inp_out_ids")?),
+        None => None,
+    };
+    if let Some(ids) = out_ids {
+        x = ctx.get_rows(x, ids);
+    }
+    x = norm(x, w.output_norm);
+    let mut logits = ctx.mul_mat(weight(w.output), x);
+    if let Some(cap) = c.final_softcap {
+        logits = ctx.scale(ctx.tanh(ctx.scale(logits, 1.0 / cap)), cap);
+    }
+    let logits = logits.set_output().set_name("logits");
+    graph.expand(logits);
+    Ok(Forward {
+        graph,
+        tokens,
+        positions,
+        slots,
+        masks,
+        out_ids,
+        logits,
+    })
+}

@@ -1,0 +1,311 @@
+//! A session: one conversation's state over a loaded [`Model`] (KV cache, compute buffer,
+//! thread pool), evaluating tokens and generating text.
+
+use crate::ggml::{Allocator, Context, Executor, GgmlError};
+use crate::model::gemma::{self, Forward};
+use crate::model::kv_cache::KvCache;
+use crate::model::weights::Weights;
+use crate::model::{Model, ModelError};
+use crate::sampling::Sampler;
+use crate::tokenizer::{TokenId, TokenizerError};
+use std::sync::atomic::AtomicBool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Ggml(#[from] GgmlError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(
+        "{n} tokens do not fit in the context: {used} of {n_ctx} positions are used (raise -c)"
+    )]
+    ContextFull { n: usize, used: usize, n_ctx: usize },
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken { id: TokenId, n_vocab: usize },
+    #[error("nothing to evaluate")]
+    Empty,
+    #[error("stopped")]
+    Stopped,
+}
+
+pub type Result<T> = std::result::Result<T, SessionError>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionParams {
+    /// Context size in tokens (capped at the model's training context).
+    pub n_ctx: usize,
+    /// Tokens per forward pass when evaluating a prompt.
+    pub n_batch: usize,
+    pub n_threads: usize,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams {
+            n_ctx: 4096,
+            n_batch: 512,
+            n_threads: default_threads(),
+        }
+    }
+}
+
+/// Physical cores, as llama.cpp defaults to (`available_parallelism` counts logical CPUs).
+pub fn default_threads() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    physical_cores().unwrap_or(logical).clamp(1, logical)
+}
+
+fn physical_cores() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mut cores = std::collections::HashSet::new();
+    let (mut phys, mut core) = (None, None);
+    for line in info.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                cores.insert((p, c));
+            }
+            continue;
+        }
+        let (k, v) = line.split_once(':')?;
+        match k.trim() {
+            "physical id" => phys = Some(v.trim().to_string()),
+            "core id" => core = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+pub struct Session<'m> {
+    model: &'m Model,
+    weights: Weights<'m>,
+    cache: KvCache,
+    exec: Executor,
+    alloc: Allocator,
+    params: SessionParams,
+    /// Tokens evaluated so far (position i holds tokens[i]).
+    tokens: Vec<TokenId>,
+    /// Logits of the last evaluation: rows of n_vocab.
+    logits: Vec<f32>,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Model, params: SessionParams) -> Result<Session<'m>> {
+        let c = model.config();
+        let n_ctx = params.n_ctx.clamp(1, c.n_ctx_train);
+        let n_batch = params.n_batch.clamp(1, n_ctx);
+        let params = SessionParams {
+            n_ctx,
+            n_batch,
+            n_threads: params.n_threads.max(1),
+        };
+        Ok(Session {
+            model,
+            weights: Weights::bind(model.gguf(), c)?,
+            cache: KvCache::new(c, n_ctx, n_batch)?,
+            exec: Executor::new(params.n_threads)?,
+            alloc: Allocator::new()?,
+            params,
+            tokens: Vec::new(),
+            logits: Vec::new(),
+        })
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    pub fn params(&self) -> SessionParams {
+        self.params
+    }
+
+    /// Positions used so far.
+    pub fn n_past(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The tokens evaluated so far.
+    pub fn tokens(&self) -> &[TokenId] {
+        &self.tokens
+    }
+
+    /// Bytes of the KV cache and of the compute buffer (as large as the largest batch so far).
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        (self.cache.bytes(), self.alloc.buffer_size())
+    }
+
+    /// Forgets the conversation.
+    pub fn clear(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+        self.logits.clear();
+    }
+
+    /// Forgets positions from `n` on.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.tokens.len() {
+            self.cache.truncate(n);
+            self.tokens.truncate(n);
+            self.logits.clear();
+        }
+    }
+
+    /// Evaluates `tokens` after those already in the session; afterwards [`Session::logits`]
+    /// holds the last token's logits.
+    pub fn eval(&mut self, tokens: &[TokenId]) -> Result<()> {
+        self.eval_inner(tokens, false, None)
+    }
+
+    /// Like [`Session::eval`], but keeps the logits of every token: row i of
+    /// [`Session::logits`] predicts the token after `tokens[i]`.
+    pub fn eval_all(&mut self, tokens: &[TokenId]) -> Result<()> {
+        self.eval_inner(tokens, true, None)
+    }
+
+    /// Like [`Session::eval`], stopping early (with [`SessionError::Stopped`], positions of
+    /// the interrupted batch forgotten) once `stop` is set.
+    pub fn eval_abortable(&mut self, tokens: &[TokenId], stop: &AtomicBool) -> Result<()> {
+        self.eval_inner(tokens, false, Some(stop))
+    }
+
+    /// Logits of the last evaluation (one row per kept token).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn eval_inner(
+        &mut self,
+        tokens: &[TokenId],
+        all: bool,
+        stop: Option<&AtomicBool>,
+    ) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(SessionError::Empty);
+        }
+        let n_vocab = self.model.config().n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(SessionError::BadToken { id, n_vocab });
+        }
+        if self.n_past() + tokens.len() > self.params.n_ctx {
+            return Err(SessionError::ContextFull {
+                n: tokens.len(),
+                used: self.n_past(),
+                n_ctx: self.params.n_ctx,
+            });
+        }
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(self.params.n_batch) {
+            let start = self.n_past();
+            let want_all = all;
+            match self.eval_batch(chunk, want_all, stop) {
+                Ok(batch_logits) => {
+                    if all {
+                        logits.extend_from_slice(&batch_logits);
+                    } else {
+                        logits = batch_logits;
+                    }
+                }
+                Err(e) => {
+                    self.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        self.logits = logits;
+        Ok(())
+    }
+
+    /// One forward pass over at most n_batch tokens; returns their logits (all rows, or the
+    /// last row).
+    fn eval_batch(
+        &mut self,
+        tokens: &[TokenId],
+        all: bool,
+        stop: Option<&AtomicBool>,
+    ) -> Result<Vec<f32>> {
+        let c = self.model.config();
+        let p0 = self.n_past();
+        let positions: Vec<i32> = (0..tokens.len()).map(|i| (p0 + i) as i32).collect();
+        let plans = self.cache.plan(&positions);
+        let n_kv = [plans[0].n_kv, plans[1].n_kv];
+        let n_out = if all { None } else { Some(1) };
+
+        let size = gemma::graph_size(c);
+        let ctx = Context::metadata_only(2 * size, size)?;
+        let f: Forward<'_> = gemma::build(
+            &ctx,
+            c,
+            &self.weights,
+            &self.cache,
+            tokens.len(),
+            n_kv,
+            n_out,
+        )?;
+        self.alloc.alloc_graph(&f.graph)?;
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        f.tokens.write_i32(&ids)?;
+        f.positions.write_i32(&positions)?;
+        for (kind, plan) in plans.iter().enumerate() {
+            if let (Some(slots), Some(mask)) = (f.slots[kind], f.masks[kind]) {
+                slots.write_i32(&plan.slots)?;
+                mask.write_f32_as_f16(&plan.mask)?;
+            }
+        }
+        if let Some(out) = f.out_ids {
+            out.write_i32(&[tokens.len() as i32 - 1])?;
+        }
+        match stop {
+            Some(flag) => self.exec.compute_abortable(&f.graph, flag),
+            None => self.exec.compute(&f.graph),
+        }
+        .map_err(|e| match e {
+            GgmlError::Aborted => SessionError::Stopped,
+            e => e.into(),
+        })?;
+        let logits = f.logits.read_f32()?;
+        self.tokens.extend_from_slice(tokens);
+        Ok(logits)
+    }
+
+    /// Generates up to `n_predict` tokens after the evaluated ones, calling `on_text` with text
+    /// as it becomes complete (whole characters; control tokens are not printed); stops at end
+    /// of generation, at the end of the context, or when `on_text` returns false. Returns the
+    /// generated ids.
+    pub fn generate(
+        &mut self,
+        sampler: &mut Sampler,
+        n_predict: usize,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<TokenId>> {
+        let tok = self.model.tokenizer();
+        let mut stream = tok.stream(true);
+        let mut out = Vec::new();
+        if self.logits.is_empty() {
+            return Err(SessionError::Empty);
+        }
+        let n_vocab = self.model.config().n_vocab;
+        for _ in 0..n_predict {
+            let last = &self.logits[self.logits.len() - n_vocab..];
+            let id = sampler.sample(last, &self.tokens);
+            if tok.is_eog(id) {
+                break;
+            }
+            out.push(id);
+            let text = stream.push(id)?;
+            if !on_text(&text) {
+                break;
+            }
+            if self.n_past() >= self.params.n_ctx {
+                break;
+            }
+            self.eval(&[id])?;
+        }
+        let rest = stream.finish();
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+        Ok(out)
+    }
+}
