@@ -6,6 +6,7 @@
 pub mod ggml;
 pub mod gguf;
 pub mod model;
+pub mod perplexity;
 pub mod sampling;
 pub mod session;
 pub mod tokenizer;

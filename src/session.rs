@@ -155,22 +155,30 @@ impl<'m> Session<'m> {
     /// Evaluates `tokens` after those already in the session; afterwards [`Session::logits`]
     /// holds the last token's logits.
     pub fn eval(&mut self, tokens: &[TokenId]) -> Result<()> {
-        self.eval_inner(tokens, false, None)
+        let last = self.n_past() + tokens.len().max(1) - 1;
+        self.eval_inner(tokens, &|p| p == last, None)
     }
 
     /// Like [`Session::eval`], but keeps the logits of every token: row i of
     /// [`Session::logits`] predicts the token after `tokens[i]`.
     pub fn eval_all(&mut self, tokens: &[TokenId]) -> Result<()> {
-        self.eval_inner(tokens, true, None)
+        self.eval_inner(tokens, &|_| true, None)
+    }
+
+    /// Like [`Session::eval`], but keeps the logits of the tokens at positions `from` and later
+    /// (one row each, in order).
+    pub fn eval_from(&mut self, tokens: &[TokenId], from: usize) -> Result<()> {
+        self.eval_inner(tokens, &|p| p >= from, None)
     }
 
     /// Like [`Session::eval`], stopping early (with [`SessionError::Stopped`], positions of
     /// the interrupted batch forgotten) once `stop` is set.
     pub fn eval_abortable(&mut self, tokens: &[TokenId], stop: &AtomicBool) -> Result<()> {
-        self.eval_inner(tokens, false, Some(stop))
+        let last = self.n_past() + tokens.len().max(1) - 1;
+        self.eval_inner(tokens, &|p| p == last, Some(stop))
     }
 
-    /// Logits of the last evaluation (one row per kept token).
+    /// Logits of the last evaluation (one row of n_vocab per kept token).
     pub fn logits(&self) -> &[f32] {
         &self.logits
     }
@@ -178,7 +186,7 @@ impl<'m> Session<'m> {
     fn eval_inner(
         &mut self,
         tokens: &[TokenId],
-        all: bool,
+        keep: &dyn Fn(usize) -> bool,
         stop: Option<&AtomicBool>,
     ) -> Result<()> {
         if tokens.is_empty() {
@@ -195,18 +203,16 @@ impl<'m> Session<'m> {
                 n_ctx: self.params.n_ctx,
             });
         }
+        self.logits.clear();
         let mut logits = Vec::new();
         for chunk in tokens.chunks(self.params.n_batch) {
             let start = self.n_past();
-            let want_all = all;
-            match self.eval_batch(chunk, want_all, stop) {
-                Ok(batch_logits) => {
-                    if all {
-                        logits.extend_from_slice(&batch_logits);
-                    } else {
-                        logits = batch_logits;
-                    }
-                }
+            let rows: Vec<i32> = (0..chunk.len())
+                .filter(|&i| keep(start + i))
+                .map(|i| i as i32)
+                .collect();
+            match self.eval_batch(chunk, &rows, stop) {
+                Ok(batch_logits) => logits.extend_from_slice(&batch_logits),
                 Err(e) => {
                     self.truncate(start);
                     return Err(e);
@@ -217,12 +223,11 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// One forward pass over at most n_batch tokens; returns their logits (all rows, or the
-    /// last row).
+    /// One forward pass over at most n_batch tokens; returns the logits of batch rows `rows`.
     fn eval_batch(
         &mut self,
         tokens: &[TokenId],
-        all: bool,
+        rows: &[i32],
         stop: Option<&AtomicBool>,
     ) -> Result<Vec<f32>> {
         let c = self.model.config();
@@ -230,7 +235,10 @@ impl<'m> Session<'m> {
         let positions: Vec<i32> = (0..tokens.len()).map(|i| (p0 + i) as i32).collect();
         let plans = self.cache.plan(&positions);
         let n_kv = [plans[0].n_kv, plans[1].n_kv];
-        let n_out = if all { None } else { Some(1) };
+        // The output head runs on the kept rows only (at least one, so the graph has an end).
+        let all = rows.len() == tokens.len();
+        let out_rows: &[i32] = if rows.is_empty() { &[0] } else { rows };
+        let n_out = (!all).then_some(out_rows.len());
 
         let size = gemma::graph_size(c);
         let ctx = Context::metadata_only(2 * size, size)?;
@@ -254,7 +262,7 @@ impl<'m> Session<'m> {
             }
         }
         if let Some(out) = f.out_ids {
-            out.write_i32(&[tokens.len() as i32 - 1])?;
+            out.write_i32(out_rows)?;
         }
         match stop {
             Some(flag) => self.exec.compute_abortable(&f.graph, flag),
@@ -264,7 +272,11 @@ impl<'m> Session<'m> {
             GgmlError::Aborted => SessionError::Stopped,
             e => e.into(),
         })?;
-        let logits = f.logits.read_f32()?;
+        let logits = if rows.is_empty() {
+            Vec::new()
+        } else {
+            f.logits.read_f32()?
+        };
         self.tokens.extend_from_slice(tokens);
         Ok(logits)
     }

@@ -1,7 +1,10 @@
 //! The `gemlet` command line: thin commands over the library.
 
+mod args;
 mod fmt;
+mod generate;
 mod inspect;
+mod perplexity;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +26,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Print the token ids of a text (llama-tokenize's flags).
     Tokenize(tokenize::TokenizeArgs),
+    /// Continue a prompt, printing tokens as they are produced.
+    Generate(generate::GenerateArgs),
+    /// Perplexity of the model on a text (llama-perplexity's method and output).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 /// Errors of the command line; the message is printed after "error: ".
@@ -34,6 +41,8 @@ pub enum CliError {
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
     #[error("writing output: {0}")]
     Output(std::io::Error),
     #[error("reading input: {0}")]
@@ -95,6 +104,8 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Tokenize(args) => tokenize::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,82 @@
+//! `gemlet generate`: continue a prompt, printing tokens as they are produced.
+
+use super::args::{ModelArgs, SamplingArgs};
+use super::CliError;
+use crate::model::Model;
+use crate::sampling::Sampler;
+use crate::session::Session;
+use serde_json::json;
+use std::io::Write;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(short = 'p', long = "prompt")]
+    pub prompt: String,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    pub n_predict: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Print one JSON object: prompt ids, generated ids, text and timings.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
+    let path = super::model_path(args.model.model.as_deref())?;
+    let t_load = Instant::now();
+    let model = Model::load(&path)?;
+    let mut session = Session::new(&model, args.model.session_params())?;
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+
+    let prompt_ids = model.tokenizer().encode(&args.prompt, true, true)?;
+    let t_prompt = Instant::now();
+    session.eval(&prompt_ids)?;
+    let prompt_s = t_prompt.elapsed().as_secs_f64();
+
+    let mut sampler = Sampler::new(args.sampling.params());
+    let mut text = String::new();
+    let t_gen = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let stream = !args.json;
+    let ids = session.generate(&mut sampler, args.n_predict, |piece| {
+        text.push_str(piece);
+        // A closed pipe ends generation quietly.
+        !stream || (out.write_all(piece.as_bytes()).is_ok() && out.flush().is_ok())
+    })?;
+    let gen_s = t_gen.elapsed().as_secs_f64();
+    // Tokens evaluated for generation: all but the last sampled one.
+    let n_eval = ids.len().saturating_sub(1).max(1);
+    let prompt_tps = prompt_ids.len() as f64 / prompt_s;
+    let gen_tps = n_eval as f64 / gen_s;
+    if args.json {
+        let j = json!({
+            "prompt_ids": prompt_ids,
+            "ids": ids,
+            "text": text,
+            "timings": {
+                "load_ms": load_ms,
+                "prompt_tokens": prompt_ids.len(),
+                "prompt_tokens_per_s": prompt_tps,
+                "generated_tokens": ids.len(),
+                "generate_tokens_per_s": gen_tps,
+                "threads": session.params().n_threads,
+            },
+        });
+        drop(out);
+        super::print(&format!("{j}\n"))?;
+    } else {
+        let _ = writeln!(out);
+        eprintln!(
+            "\nload {load_ms:.0} ms | prompt {} tokens, {prompt_tps:.1} t/s | generated {} tokens, {gen_tps:.1} t/s | {} threads",
+            prompt_ids.len(),
+            ids.len(),
+            session.params().n_threads
+        );
+    }
+    Ok(())
+}
