@@ -424,6 +424,15 @@ impl<'c> Tensor<'c> {
 
     /// The tensor's values as f32, converting from any type ggml can dequantize.
     pub fn read_f32(self) -> Result<Vec<f32>> {
+        if self.ty() == Type::F32 {
+            // One copy (logits are read every token): straight into the f32 vector.
+            let p = self.data_for_read()?;
+            let n = self.n_elements();
+            let mut out = vec![0f32; n];
+            // SAFETY: p is valid for n_bytes() == 4n bytes; out has room for 4n bytes.
+            unsafe { std::ptr::copy_nonoverlapping(p, out.as_mut_ptr().cast::<u8>(), 4 * n) };
+            return Ok(out);
+        }
         let bytes = self.read_bytes()?;
         match self.ty() {
             Type::I32 => Ok(bytes
