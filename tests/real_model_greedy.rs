@@ -1,15 +1,18 @@
-//! The real Gemma 3 270M Q4_K_M model against llama.cpp's greedy runs on 14 prompts
-//! (tests/fixtures/gemma3-270m-greedy.jsonl: prose, code, chat-formatted, non-English, a
-//! 601-token prompt past the 512-token sliding window, a one-token prompt).
+//! The real Gemma 3 270M model (Q4_K_M, and its Q8_0 and Q4_0 requantizations) against
+//! llama.cpp's greedy runs on 14 prompts (tests/fixtures/gemma3-270m-*greedy*.jsonl: prose, code,
+//! chat-formatted, non-English, a 601-token prompt past the 512-token sliding window, a
+//! one-token prompt).
 //!
 //! Tolerances, from ../shared/fixtures/README-gemma3-270m-greedy.md: inside llama.cpp itself,
 //! equally valid kernels (flash attention on/off, repacked or plain Q4_K/Q5_0 dot products) move
 //! logits by up to 1.2 and change the greedy continuation of most prompts, because the smallest
 //! top-1/top-2 margins are 0.003–0.3. gemlet keeps the weights unrepacked (the reference
 //! repacked them), so it is held to: identical prompt ids; fed the reference's own tokens, the
-//! top-10 logits within 1.2 (llama.cpp's own flash-attention on/off spread; repack on/off alone
-//! is 0.87) with a mean under 0.3, and the same top token wherever the reference margin exceeds
-//! 1.5; free-running greedy ids equal up to the reference's first step with a margin under 1.5.
+//! top-10 logits within llama.cpp's own spread between equally valid kernels (1.2: flash
+//! attention on/off, and repack on/off for Q4_K_M, 0.87; for Q4_0, whose repacked kernels differ
+//! most, repacked logits even depend on the CPU: up to 5) with a mean under 0.3, and the same top
+//! token wherever the reference margin exceeds 1.5; free-running greedy ids equal up to the
+//! reference's first step with a margin under 1.5.
 
 mod common;
 
@@ -20,6 +23,11 @@ use serde_json::Value as Json;
 
 const MARGIN: f64 = 1.5;
 const LOGIT_TOL: f32 = 1.2;
+/// gemlet equals llama.cpp without repacking on this file (the same-kernels test below), so
+/// its difference to llama.cpp with repacking is llama.cpp's own spread, and that depends on
+/// the CPU: the same llama.cpp build with repacking, run here (AVX512-VNNI Xeon) instead of on
+/// the fixture's Zen 4, moves the `chat` logits by 4.9 at a step with identical inputs.
+const LOGIT_TOL_Q4_0: f32 = 6.0;
 const LOGIT_MEAN_TOL: f32 = 0.3;
 
 struct Case {
@@ -61,11 +69,11 @@ fn cases(file: &str) -> Vec<Case> {
         .collect()
 }
 
-fn params() -> SessionParams {
+fn params(n_threads: usize) -> SessionParams {
     SessionParams {
         n_ctx: 2048,
         n_batch: 512,
-        n_threads: 2,
+        n_threads,
     }
 }
 
@@ -80,8 +88,9 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-fn check_file(file: &str) {
-    let model = Model::load(common::real_model()).unwrap();
+fn check_file(model: std::path::PathBuf, file: &str, logit_tol: f32, n_threads: usize) {
+    let _one_at_a_time = common::exclusive();
+    let model = Model::load(model).unwrap();
     let tok = model.tokenizer();
     let mut worst_logit = 0f32;
     let (mut sum, mut n) = (0f32, 0);
@@ -95,7 +104,7 @@ fn check_file(file: &str) {
         );
 
         // Teacher forcing: the prompt, then the reference's own tokens one at a time.
-        let mut s = Session::new(&model, params()).unwrap();
+        let mut s = Session::new(&model, params(n_threads)).unwrap();
         s.eval(&c.prompt_ids).unwrap();
         let mut rows = vec![s.logits().to_vec()];
         for &t in &c.greedy_ids[..c.greedy_ids.len() - 1] {
@@ -123,7 +132,7 @@ fn check_file(file: &str) {
                 sum += d;
                 n += 1;
                 assert!(
-                    d <= LOGIT_TOL,
+                    d <= logit_tol,
                     "{}: logit of {id} at step {k}: {} vs {want}",
                     c.id,
                     rows[k][id]
@@ -132,7 +141,7 @@ fn check_file(file: &str) {
         }
 
         // Free-running greedy.
-        let mut s = Session::new(&model, params()).unwrap();
+        let mut s = Session::new(&model, params(n_threads)).unwrap();
         s.eval(&c.prompt_ids).unwrap();
         let mut sampler = Sampler::new(SamplerParams::greedy());
         let ids = s
@@ -173,10 +182,54 @@ fn check_file(file: &str) {
 
 #[test]
 fn q4_k_m_matches_llama_cpp_flash_attention_on() {
-    check_file("gemma3-270m-greedy.jsonl");
+    check_file(
+        common::real_model(),
+        "gemma3-270m-greedy.jsonl",
+        LOGIT_TOL,
+        2,
+    );
 }
 
 #[test]
 fn q4_k_m_matches_llama_cpp_flash_attention_off() {
-    check_file("gemma3-270m-greedy-fa-off.jsonl");
+    check_file(
+        common::real_model(),
+        "gemma3-270m-greedy-fa-off.jsonl",
+        LOGIT_TOL,
+        2,
+    );
+}
+
+#[test]
+fn q8_0_matches_llama_cpp() {
+    check_file(
+        common::requantized_model("gemma-3-270m-q8_0.gguf"),
+        "gemma3-270m-q8_0-greedy.jsonl",
+        LOGIT_TOL,
+        2,
+    );
+}
+
+#[test]
+fn q4_0_matches_llama_cpp() {
+    check_file(
+        common::requantized_model("gemma-3-270m-q4_0.gguf"),
+        "gemma3-270m-q4_0-greedy.jsonl",
+        LOGIT_TOL_Q4_0,
+        2,
+    );
+}
+
+/// The same Q4_0 model against llama.cpp with weight repacking off, i.e. the same ggml kernels
+/// gemlet runs, on one thread like the reference (with 512 or more cached positions, flash
+/// attention splits the keys across threads and the reduction order changes): here the logits
+/// agree to float rounding, not just within kernel spread.
+#[test]
+fn q4_0_matches_llama_cpp_same_kernels() {
+    check_file(
+        common::requantized_model("gemma-3-270m-q4_0.gguf"),
+        "gemma3-270m-q4_0-no-repack-greedy.jsonl",
+        0.05,
+        1,
+    );
 }

@@ -22,6 +22,27 @@ pub fn real_model() -> PathBuf {
     path
 }
 
+/// A requantized variant of the real model (`gemma-3-270m-q8_0.gguf`, `...-q4_0.gguf`), made
+/// by llama.cpp's llama-quantize exactly as the reference fixtures were.
+pub fn requantized_model(name: &str) -> PathBuf {
+    let path = real_model().with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: make it with `scripts/build-llama-cpp.sh && \
+         LLAMA_QUANTIZE=~/.cache/llama-cpp-ref/llama.cpp-build/bin/llama-quantize scripts/fetch-model.sh`",
+        path.display()
+    );
+    path
+}
+
+/// Serializes tests that run a model on several threads: cargo runs a file's tests in
+/// parallel, and ggml's worker threads spin while they wait, so two such tests on two cores
+/// slow each other down many times over.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gemlet-test-{}-{name}", std::process::id()));
