@@ -335,24 +335,8 @@ fn naive_forward_agrees_with_llama_cpp_and_gemlet() {
                 &std::fs::read_to_string(path.with_extension("logits.json")).unwrap(),
             )
             .unwrap();
-            let tokens: Vec<u32> = reference["token_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
-            let want: Vec<Vec<f32>> = reference["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    r.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_f64().unwrap() as f32)
-                        .collect()
-                })
-                .collect();
+            let tokens = common::json_ids(&reference["token_ids"]);
+            let want = common::json_rows(&reference["logits"]);
             let naive = Naive {
                 g: Gguf::open(&path).unwrap(),
                 arch: arch.into(),

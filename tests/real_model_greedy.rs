@@ -40,13 +40,7 @@ struct Case {
 }
 
 fn cases(file: &str) -> Vec<Case> {
-    let ids = |v: &Json| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let ids = common::json_ids;
     std::fs::read_to_string(common::fixture(file))
         .unwrap()
         .lines()

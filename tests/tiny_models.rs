@@ -31,24 +31,8 @@ fn reference(path: &std::path::Path) -> Reference {
         serde_json::from_str(&std::fs::read_to_string(path.with_extension("logits.json")).unwrap())
             .unwrap();
     Reference {
-        tokens: j["token_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect(),
-        logits: j["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32)
-                    .collect()
-            })
-            .collect(),
+        tokens: common::json_ids(&j["token_ids"]),
+        logits: common::json_rows(&j["logits"]),
     }
 }
 

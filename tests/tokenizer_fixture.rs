@@ -20,13 +20,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let f = std::fs::File::open(common::fixture("gemma3-tokenize.jsonl.gz")).unwrap();
-    let ids = |v: &Json| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let ids = common::json_ids;
     BufReader::new(flate2::read::GzDecoder::new(f))
         .lines()
         .map(|l| {

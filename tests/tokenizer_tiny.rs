@@ -23,12 +23,7 @@ fn tiny_vocabularies_match_llama_cpp() {
         let tok = Tokenizer::from_gguf(&Gguf::open(&path).unwrap()).unwrap();
         for case in reference["tokenize"].as_array().unwrap() {
             let text = case["text"].as_str().unwrap();
-            let want: Vec<u32> = case["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let want = common::json_ids(&case["ids"]);
             let got = tok
                 .encode(
                     text,

@@ -292,41 +292,33 @@ impl<'a> Array<'a> {
         )
     }
 
-    /// Numeric elements as f32 (`None` if they are not numbers).
-    pub fn f32s(&self) -> Option<Vec<f32>> {
-        if let Array::Raw {
-            elem: ValueType::F32,
-            bytes,
-            ..
-        } = *self
-        {
-            return Some(
+    /// The raw 4-byte little-endian elements of a file array of type `elem`, decoded by `f`:
+    /// the fast path for the vocabulary's 262k scores and token types.
+    fn raw4<T>(&self, elem: ValueType, f: fn([u8; 4]) -> T) -> Option<Vec<T>> {
+        match *self {
+            Array::Raw { elem: e, bytes, .. } if e == elem => Some(
                 bytes
                     .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .map(|c| f([c[0], c[1], c[2], c[3]]))
                     .collect(),
-            );
+            ),
+            _ => None,
         }
-        self.iter().map(|v| v.as_f64().map(|x| x as f32)).collect()
+    }
+
+    /// Numeric elements as f32 (`None` if they are not numbers).
+    pub fn f32s(&self) -> Option<Vec<f32>> {
+        self.raw4(ValueType::F32, f32::from_le_bytes)
+            .or_else(|| self.iter().map(|v| v.as_f64().map(|x| x as f32)).collect())
     }
 
     /// Integer elements as i64 (`None` if they are not integers that fit).
     pub fn i64s(&self) -> Option<Vec<i64>> {
-        if let Array::Raw {
-            elem: ValueType::I32,
-            bytes,
-            ..
-        } = *self
-        {
-            return Some(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                    .collect(),
-            );
-        }
-        self.iter()
-            .map(|v| v.as_integer().and_then(|i| i64::try_from(i).ok()))
-            .collect()
+        self.raw4(ValueType::I32, |b| i32::from_le_bytes(b) as i64)
+            .or_else(|| {
+                self.iter()
+                    .map(|v| v.as_integer().and_then(|i| i64::try_from(i).ok()))
+                    .collect()
+            })
     }
 }
