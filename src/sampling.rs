@@ -177,3 +177,137 @@ fn softmax(c: &mut [(TokenId, f32)]) {
         x.1 /= sum;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(f: impl FnOnce(&mut SamplerParams)) -> SamplerParams {
+        // Filters off unless a test turns one on.
+        let mut p = SamplerParams {
+            temp: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplerParams::default()
+        };
+        f(&mut p);
+        p
+    }
+
+    fn probs(logits: &[f32]) -> Vec<f64> {
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let e: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    }
+
+    const LOGITS: [f32; 5] = [2.0, 1.0, 0.5, -1.0, 3.0];
+
+    #[test]
+    fn plain_softmax_when_filters_are_off() {
+        let d = Sampler::new(params(|_| {})).distribution(&LOGITS, &[]);
+        let want = probs(&LOGITS);
+        assert_eq!(
+            d.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![4, 0, 1, 2, 3]
+        );
+        for (id, p) in d {
+            assert!((p as f64 - want[id as usize]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn greedy_picks_the_best_and_the_lowest_id_on_ties() {
+        let s = Sampler::new(SamplerParams::greedy());
+        assert_eq!(s.distribution(&LOGITS, &[]), vec![(4, 1.0)]);
+        assert_eq!(s.distribution(&[1.0, 3.0, 3.0], &[]), vec![(1, 1.0)]);
+    }
+
+    #[test]
+    fn top_k_keeps_k_and_renormalizes() {
+        let d = Sampler::new(params(|p| p.top_k = 2)).distribution(&LOGITS, &[]);
+        let want = probs(&[3.0, 2.0]);
+        assert_eq!(d.len(), 2);
+        assert!((d[0].1 as f64 - want[0]).abs() < 1e-6 && d[0].0 == 4);
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        // Probabilities ≈ [0.61, 0.22, 0.08, 0.05, 0.01] in order 4, 0, 1, 2, 3.
+        let d = Sampler::new(params(|p| p.top_p = 0.8)).distribution(&LOGITS, &[]);
+        assert_eq!(d.iter().map(|c| c.0).collect::<Vec<_>>(), vec![4, 0]);
+        let d = Sampler::new(params(|p| p.top_p = 0.9)).distribution(&LOGITS, &[]);
+        assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_a_fraction_of_the_best() {
+        // 0.2 × p(4): keeps 4 (1.0×) and 0 (e^-1 ≈ 0.37×), drops 1 (e^-2 ≈ 0.14×).
+        let d = Sampler::new(params(|p| p.min_p = 0.2)).distribution(&LOGITS, &[]);
+        assert_eq!(d.iter().map(|c| c.0).collect::<Vec<_>>(), vec![4, 0]);
+    }
+
+    #[test]
+    fn temperature_scales_logits() {
+        let d = Sampler::new(params(|p| p.temp = 0.5)).distribution(&LOGITS, &[]);
+        let want = probs(&LOGITS.map(|l| l / 0.5));
+        for (id, p) in d {
+            assert!((p as f64 - want[id as usize]).abs() < 1e-6, "{id}");
+        }
+    }
+
+    #[test]
+    fn penalties_follow_llama_cpp() {
+        let history = [4, 4, 3];
+        let s = Sampler::new(params(|p| {
+            p.repeat_penalty = 2.0;
+            p.presence_penalty = 0.5;
+            p.frequency_penalty = 0.25;
+        }));
+        let d = s.distribution(&LOGITS, &history);
+        // 4: 3.0 / 2 - 2 × 0.25 - 0.5 = 0.5; 3: -1.0 × 2 - 0.25 - 0.5 = -2.75.
+        let mut l = LOGITS;
+        l[4] = 0.5;
+        l[3] = -2.75;
+        let want = probs(&l);
+        for (id, p) in d {
+            assert!((p as f64 - want[id as usize]).abs() < 1e-6, "{id}");
+        }
+        // Only the last repeat_last_n tokens count.
+        let s = Sampler::new(params(|p| {
+            p.repeat_penalty = 2.0;
+            p.repeat_last_n = 1;
+        }));
+        let d = s.distribution(&LOGITS, &history);
+        let mut l = LOGITS;
+        l[3] = -2.0;
+        let want = probs(&l);
+        for (id, p) in d {
+            assert!((p as f64 - want[id as usize]).abs() < 1e-6, "{id}");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_tokens_and_draws_follow_the_distribution() {
+        let draw = |seed| {
+            let mut s = Sampler::new(params(|p| p.seed = seed));
+            (0..4000)
+                .map(|_| s.sample(&LOGITS, &[]))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(7);
+        assert_eq!(a, draw(7));
+        assert_ne!(a, draw(8));
+        let want = probs(&LOGITS);
+        for id in 0..5u32 {
+            let freq = a.iter().filter(|&&t| t == id).count() as f64 / a.len() as f64;
+            // 4000 draws: 3 standard errors of a proportion is at most 0.024.
+            assert!(
+                (freq - want[id as usize]).abs() < 0.024,
+                "id {id}: {freq} vs {}",
+                want[id as usize]
+            );
+        }
+    }
+}
