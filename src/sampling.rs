@@ -45,6 +45,8 @@ impl SamplerParams {
 pub struct Sampler {
     params: SamplerParams,
     rng: u64,
+    /// Tokens never sampled (llama.cpp's `--ignore-eos` bans the end-of-generation tokens).
+    banned: Vec<TokenId>,
 }
 
 impl Sampler {
@@ -52,7 +54,13 @@ impl Sampler {
         Sampler {
             params,
             rng: params.seed ^ 0x9E37_79B9_7F4A_7C15,
+            banned: Vec::new(),
         }
+    }
+
+    /// Never samples `ids` (as a logit bias of minus infinity would).
+    pub fn ban(&mut self, ids: &[TokenId]) {
+        self.banned.extend_from_slice(ids);
     }
 
     pub fn params(&self) -> &SamplerParams {
@@ -79,6 +87,7 @@ impl Sampler {
         let mut cand: Vec<(TokenId, f32)> = logits
             .iter()
             .enumerate()
+            .filter(|(i, _)| !self.banned.contains(&(*i as TokenId)))
             .map(|(i, &l)| (i as TokenId, l))
             .collect();
         let by_logit =

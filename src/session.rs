@@ -283,33 +283,40 @@ impl<'m> Session<'m> {
 
     /// Generates up to `n_predict` tokens after the evaluated ones, calling `on_text` with text
     /// as it becomes complete (whole characters; control tokens are not printed); stops at end
-    /// of generation, at the end of the context, or when `on_text` returns false. Returns the
-    /// generated ids.
+    /// of generation, at the end of the context, or when `on_text` returns false. Every
+    /// generated token but the last is evaluated (in the session's tokens) on return.
     pub fn generate(
         &mut self,
         sampler: &mut Sampler,
         n_predict: usize,
         mut on_text: impl FnMut(&str) -> bool,
-    ) -> Result<Vec<TokenId>> {
+    ) -> Result<Generation> {
         let tok = self.model.tokenizer();
         let mut stream = tok.stream(true);
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         if self.logits.is_empty() {
             return Err(SessionError::Empty);
         }
         let n_vocab = self.model.config().n_vocab;
-        for _ in 0..n_predict {
+        let mut stop = Stop::Limit;
+        for i in 0..n_predict {
             let last = &self.logits[self.logits.len() - n_vocab..];
             let id = sampler.sample(last, &self.tokens);
             if tok.is_eog(id) {
+                stop = Stop::EndOfGeneration;
                 break;
             }
-            out.push(id);
+            ids.push(id);
             let text = stream.push(id)?;
             if !on_text(&text) {
+                stop = Stop::Interrupted;
+                break;
+            }
+            if i + 1 == n_predict {
                 break;
             }
             if self.n_past() >= self.params.n_ctx {
+                stop = Stop::ContextFull;
                 break;
             }
             self.eval(&[id])?;
@@ -318,6 +325,26 @@ impl<'m> Session<'m> {
         if !rest.is_empty() {
             on_text(&rest);
         }
-        Ok(out)
+        Ok(Generation { ids, stop })
     }
+}
+
+/// What [`Session::generate`] produced and why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// The generated ids (an end-of-generation token is not included).
+    pub ids: Vec<TokenId>,
+    pub stop: Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The model ended its turn (an end-of-generation token).
+    EndOfGeneration,
+    /// `n_predict` tokens were generated.
+    Limit,
+    /// The caller's callback asked to stop.
+    Interrupted,
+    /// No position is left in the context.
+    ContextFull,
 }

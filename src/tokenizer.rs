@@ -235,6 +235,16 @@ impl Tokenizer {
         self.types.len()
     }
 
+    /// Whether a text starts with BOS (`tokenizer.ggml.add_bos_token`).
+    pub fn add_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
+    /// The end-of-generation tokens.
+    pub fn eog(&self) -> &[TokenId] {
+        &self.eog
+    }
+
     pub fn bos(&self) -> Option<TokenId> {
         self.bos
     }

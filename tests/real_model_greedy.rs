@@ -140,7 +140,8 @@ fn check_file(model: std::path::PathBuf, file: &str, logit_tol: f32, n_threads: 
         let mut sampler = Sampler::new(SamplerParams::greedy());
         let ids = s
             .generate(&mut sampler, c.greedy_ids.len(), |_| true)
-            .unwrap();
+            .unwrap()
+            .ids;
         let must = c
             .margins
             .iter()

@@ -43,11 +43,13 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let t_gen = Instant::now();
     let mut out = std::io::stdout().lock();
     let stream = !args.json;
-    let ids = session.generate(&mut sampler, args.n_predict, |piece| {
-        text.push_str(piece);
-        // A closed pipe ends generation quietly.
-        !stream || (out.write_all(piece.as_bytes()).is_ok() && out.flush().is_ok())
-    })?;
+    let ids = session
+        .generate(&mut sampler, args.n_predict, |piece| {
+            text.push_str(piece);
+            // A closed pipe ends generation quietly.
+            !stream || (out.write_all(piece.as_bytes()).is_ok() && out.flush().is_ok())
+        })?
+        .ids;
     let gen_s = t_gen.elapsed().as_secs_f64();
     // Tokens evaluated for generation: all but the last sampled one.
     let n_eval = ids.len().saturating_sub(1).max(1);

@@ -1,6 +1,7 @@
 //! The `gemlet` command line: thin commands over the library.
 
 mod args;
+mod chat;
 mod fmt;
 mod generate;
 mod inspect;
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with the model on a terminal; with stdin piped, answer once and exit.
+    Chat(chat::ChatArgs),
     /// Show what a GGUF model file holds and what running it will take.
     Inspect(inspect::InspectArgs),
     /// Print the token ids of a text (llama-tokenize's flags).
@@ -41,6 +44,8 @@ pub enum CliError {
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Chat(#[from] crate::chat::ChatError),
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
     #[error("writing output: {0}")]
@@ -102,6 +107,7 @@ fn print(text: &str) -> Result<(), CliError> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Generate(args) => generate::run(args),

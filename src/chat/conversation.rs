@@ -1,0 +1,352 @@
+//! A conversation over a [`Session`], evaluating each turn's own tokens only.
+//!
+//! After a reply the KV cache ends with the reply's tokens (all but the last one sampled). The
+//! next turn evaluates just what the template writes after that reply: the reply's last token,
+//! the end of its turn, the new user turn and the start of the model's. That text is found by
+//! rendering the conversation with a marker in place of the last reply and taking what follows
+//! the marker, so a template that rewrites replies (trims them, say) never forces the cache to
+//! be rebuilt; llama.cpp's chat does the same (`common_chat_format_single`).
+//!
+//! When the conversation changes in other ways (the first turn, /clear, a new system prompt,
+//! dropped turns), the whole conversation is rendered and compared with the cache's contents,
+//! tracked as text (the bytes of every evaluated token, with the offset where each ends): the
+//! tokens inside the common prefix stay, and only the rest is tokenized and evaluated.
+
+use super::template::{ChatTemplate, Message, Role, TemplateError};
+use crate::sampling::Sampler;
+use crate::session::{Session, SessionError, Stop};
+use crate::tokenizer::{TokenId, TokenizerError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(
+        "the conversation needs {needed} tokens but the context holds {n_ctx}: {}",
+        if *.shift { "the message alone is too long (raise -c)" }
+        else { "start over with /clear, raise -c, or run with --context-shift" }
+    )]
+    ContextFull {
+        needed: usize,
+        n_ctx: usize,
+        shift: bool,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, ChatError>;
+
+/// The cache tokens to keep, the tokens to evaluate after them, and the exchanges dropped to
+/// make them fit.
+struct Plan {
+    keep: usize,
+    tokens: Vec<TokenId>,
+    dropped: usize,
+}
+
+/// What happens when a new turn does not fit in the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the oldest exchanges (the system prompt stays) until the conversation fits in
+    /// three quarters of the context, then re-evaluate it.
+    DropOldest,
+    /// Refuse the turn with [`ChatError::ContextFull`].
+    Stop,
+}
+
+/// Figures of one turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnStats {
+    /// Tokens evaluated for the prompt of this turn (the template's text around the new
+    /// message, plus whatever of the cache could not be reused).
+    pub prompt_tokens: usize,
+    /// Tokens of the rendered conversation that were already in the cache.
+    pub reused_tokens: usize,
+    pub prompt_ms: f64,
+    /// From the call to the first generated token.
+    pub first_token_ms: f64,
+    pub generated_tokens: usize,
+    pub generate_ms: f64,
+    /// Positions used after the turn, and the context size.
+    pub n_past: usize,
+    pub n_ctx: usize,
+    /// Exchanges dropped to make room.
+    pub dropped_turns: usize,
+    pub stop: Stop,
+}
+
+impl TurnStats {
+    /// Generation speed (tokens evaluated after the first one, per second).
+    pub fn generate_tps(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / (self.generate_ms / 1e3)
+    }
+
+    pub fn prompt_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / (self.prompt_ms / 1e3)
+    }
+}
+
+pub struct Chat<'m> {
+    session: Session<'m>,
+    template: ChatTemplate,
+    system: Option<String>,
+    /// User and assistant turns, alternating, user first.
+    turns: Vec<Message>,
+    overflow: Overflow,
+    /// The bytes of the session's tokens, and where each token's bytes end.
+    text: Vec<u8>,
+    ends: Vec<usize>,
+    /// Set when the cache ends with the last reply: that reply's last sampled token, which is
+    /// not evaluated yet (None when the reply ended at an end-of-generation token).
+    open_reply: Option<Option<TokenId>>,
+}
+
+impl<'m> Chat<'m> {
+    pub fn new(session: Session<'m>, template: ChatTemplate, overflow: Overflow) -> Chat<'m> {
+        let mut chat = Chat {
+            session,
+            template,
+            system: None,
+            turns: Vec::new(),
+            overflow,
+            text: Vec::new(),
+            ends: Vec::new(),
+            open_reply: None,
+        };
+        chat.sync();
+        chat
+    }
+
+    pub fn session(&self) -> &Session<'m> {
+        &self.session
+    }
+
+    /// The conversation, system prompt first.
+    pub fn messages(&self) -> Vec<Message> {
+        let sys = self.system.iter().map(|s| Message::new(Role::System, s));
+        sys.chain(self.turns.iter().cloned()).collect()
+    }
+
+    pub fn system(&self) -> Option<&str> {
+        self.system.as_deref()
+    }
+
+    /// Sets the system prompt (empty: none). The next turn re-evaluates from where the
+    /// rendered text changes.
+    pub fn set_system(&mut self, system: &str) {
+        let s = system.trim();
+        self.system = (!s.is_empty()).then(|| s.to_string());
+        self.open_reply = None;
+    }
+
+    /// Starts a new conversation (the system prompt stays). The cache is kept: the next turn
+    /// reuses whatever prefix still matches (at least BOS and the system prompt).
+    pub fn clear(&mut self) {
+        self.turns.clear();
+        self.open_reply = None;
+    }
+
+    /// Sends a user message and generates the reply, streaming its text to `on_text`.
+    /// Setting `stop` ends the reply early; the partial reply stays in the conversation.
+    pub fn send(
+        &mut self,
+        user: &str,
+        sampler: &mut Sampler,
+        n_predict: usize,
+        stop: &AtomicBool,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<TurnStats> {
+        let t0 = Instant::now();
+        self.turns.push(Message::new(Role::User, user));
+        let plan = match self.plan_prompt() {
+            Ok(p) => p,
+            Err(e) => {
+                self.turns.pop();
+                return Err(e);
+            }
+        };
+        self.open_reply = None;
+        self.session.truncate(plan.keep);
+        self.sync();
+        let mut reused = plan.keep;
+        let evaluated = if plan.tokens.is_empty() {
+            // The whole prompt is cached but its logits are not: evaluate its last token again.
+            reused -= 1;
+            let last = self.session.tokens()[reused];
+            self.session.truncate(reused);
+            self.sync();
+            vec![last]
+        } else {
+            plan.tokens
+        };
+        let n_prompt = evaluated.len();
+        let evaluated_ok = self.session.eval_abortable(&evaluated, stop);
+        self.sync();
+        let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut reply = String::new();
+        let mut first_token_ms = 0.0;
+        let mut t_gen = Instant::now();
+        let generation = match evaluated_ok {
+            Ok(()) => self.session.generate(sampler, n_predict, |text| {
+                if first_token_ms == 0.0 {
+                    first_token_ms = t0.elapsed().as_secs_f64() * 1e3;
+                    t_gen = Instant::now();
+                }
+                reply.push_str(text);
+                on_text(text);
+                !stop.load(Ordering::Relaxed)
+            }),
+            Err(SessionError::Stopped) => Ok(crate::session::Generation {
+                ids: Vec::new(),
+                stop: Stop::Interrupted,
+            }),
+            Err(e) => Err(e),
+        };
+        let generate_ms = t_gen.elapsed().as_secs_f64() * 1e3;
+        self.sync();
+        if let Ok(g) = &generation {
+            // After an interrupted prompt the cache does not end with this turn.
+            if !(g.stop == Stop::Interrupted && g.ids.is_empty()) {
+                self.open_reply = Some(g.ids.last().copied());
+            }
+        }
+        // The reply, even a partial or failed one, is part of the conversation, so turns keep
+        // alternating.
+        self.turns.push(Message::new(Role::Assistant, reply));
+        let generation = generation?;
+        Ok(TurnStats {
+            prompt_tokens: n_prompt,
+            reused_tokens: reused,
+            prompt_ms,
+            first_token_ms,
+            generated_tokens: generation.ids.len(),
+            generate_ms,
+            n_past: self.session.n_past(),
+            n_ctx: self.session.params().n_ctx,
+            dropped_turns: plan.dropped,
+            stop: generation.stop,
+        })
+    }
+
+    /// What to keep of the cache and what to evaluate after it for the conversation (whose
+    /// last message is the new user message).
+    fn plan_prompt(&mut self) -> Result<Plan> {
+        let n_ctx = self.session.params().n_ctx;
+        if let Some(tail) = self.open_reply {
+            if let Some(text) = self.after_last_reply()? {
+                let mut tokens: Vec<TokenId> = tail.into_iter().collect();
+                let tok = self.session.model().tokenizer();
+                tokens.extend(tok.encode(&text, false, true)?);
+                let keep = self.session.n_past();
+                if keep + tokens.len() < n_ctx {
+                    return Ok(Plan {
+                        keep,
+                        tokens,
+                        dropped: 0,
+                    });
+                }
+            }
+        }
+        let mut dropped = 0;
+        loop {
+            let full = self.render(&self.messages())?;
+            let keep = self.reusable(full.as_bytes());
+            // The kept tokens end on a character boundary of `full`: their bytes are its prefix
+            // and a token's bytes end where the next token's begin.
+            let rest = std::str::from_utf8(&full.as_bytes()[self.ends_at(keep)..])
+                .map_err(|e| TokenizerError::Build(e.to_string()))?;
+            let tokens = self.session.model().tokenizer().encode(rest, false, true)?;
+            let needed = keep + tokens.len();
+            // Room for at least one generated token; after dropping turns, for a quarter of
+            // the context, so the next turns do not drop again at once.
+            let limit = if dropped > 0 {
+                n_ctx * 3 / 4
+            } else {
+                n_ctx - 1
+            };
+            if needed <= limit || (needed < n_ctx && self.turns.len() == 1) {
+                return Ok(Plan {
+                    keep,
+                    tokens,
+                    dropped,
+                });
+            }
+            if self.overflow == Overflow::Stop || self.turns.len() == 1 {
+                return Err(ChatError::ContextFull {
+                    needed,
+                    n_ctx,
+                    shift: self.overflow == Overflow::DropOldest,
+                });
+            }
+            // Drop the oldest exchange (user message and reply).
+            self.turns.drain(..2);
+            dropped += 1;
+        }
+    }
+
+    /// The text the template writes after the last reply's content, through the generation
+    /// prompt of the new turn; None if the template does not show the reply as written.
+    fn after_last_reply(&self) -> Result<Option<String>> {
+        const MARK: &str = "\u{F8FF}gemlet:reply\u{F8FF}";
+        let mut messages = self.messages();
+        let n = messages.len();
+        if n < 2 || messages[n - 2].role != Role::Assistant {
+            return Ok(None);
+        }
+        messages[n - 2].content = MARK.into();
+        let text = self.render(&messages)?;
+        Ok(text
+            .find(MARK)
+            .map(|at| text[at + MARK.len()..].to_string()))
+    }
+
+    /// The conversation's text, with BOS in front when the model wants it and the template
+    /// does not write it.
+    fn render(&self, messages: &[Message]) -> Result<String> {
+        let mut text = self.template.render(messages, true)?;
+        let bos = self.template.bos();
+        if self.session.model().tokenizer().add_bos() && !bos.is_empty() && !text.starts_with(bos) {
+            text.insert_str(0, bos);
+        }
+        Ok(text)
+    }
+
+    /// How many cached tokens lie wholly within the common prefix of `full` and the cache.
+    fn reusable(&self, full: &[u8]) -> usize {
+        let common = full
+            .iter()
+            .zip(&self.text)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.ends.partition_point(|&e| e <= common)
+    }
+
+    /// Byte offset where the first `n` cached tokens end.
+    fn ends_at(&self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            self.ends[n - 1]
+        }
+    }
+
+    /// Brings the text view of the cache in line with the session's tokens.
+    fn sync(&mut self) {
+        let tokens = self.session.tokens();
+        if tokens.len() < self.ends.len() {
+            self.ends.truncate(tokens.len());
+            self.text.truncate(self.ends.last().copied().unwrap_or(0));
+        }
+        let tok = self.session.model().tokenizer();
+        for &id in &tokens[self.ends.len()..] {
+            self.text
+                .extend_from_slice(tok.piece(id).unwrap_or_default());
+            self.ends.push(self.text.len());
+        }
+    }
+}

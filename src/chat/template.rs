@@ -1,0 +1,298 @@
+//! Chat templates: the GGUF's `tokenizer.chat_template` (Jinja, rendered with minijinja), or
+//! Gemma's turn format when the file has none (base models ship without one).
+
+use crate::model::Model;
+use minijinja::{Environment, ErrorKind, Value};
+use std::collections::BTreeMap;
+
+/// The GGUF key that holds a model's Jinja chat template.
+pub const TEMPLATE_KEY: &str = "tokenizer.chat_template";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Message {
+        Message {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{TEMPLATE_KEY} is not a valid template: {0}")]
+    Syntax(String),
+    #[error("{TEMPLATE_KEY} failed to render the conversation: {0}")]
+    Render(String),
+    #[error("reading {TEMPLATE_KEY}: {0}")]
+    Gguf(#[from] crate::gguf::GgufError),
+}
+
+pub type Result<T> = std::result::Result<T, TemplateError>;
+
+/// How a conversation becomes the text the model continues.
+pub struct ChatTemplate {
+    kind: Kind,
+    /// BOS text (`<bos>`), which templates write through `bos_token`.
+    bos: String,
+    eos: String,
+}
+
+enum Kind {
+    Jinja {
+        env: Box<Environment<'static>>,
+        /// Whether the template renders a system message itself; when not (Gemma 1/2 raise an
+        /// error for one), the system prompt is folded into the first user turn.
+        supports_system: bool,
+    },
+    Gemma,
+}
+
+impl ChatTemplate {
+    /// `source` (a Jinja template) if given, else the model's own template, or Gemma's turn
+    /// format when the file has none.
+    pub fn for_model(model: &Model, source: Option<&str>) -> Result<ChatTemplate> {
+        let tok = model.tokenizer();
+        let text = |id: Option<u32>| {
+            id.and_then(|id| tok.piece(id).ok())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = (text(tok.bos()), text(tok.eos()));
+        let g = model.gguf();
+        match source {
+            Some(src) => ChatTemplate::jinja(src, &bos, &eos),
+            None if g.get(TEMPLATE_KEY).is_some() => {
+                ChatTemplate::jinja(&g.get_str(TEMPLATE_KEY)?, &bos, &eos)
+            }
+            None => Ok(ChatTemplate::gemma(&bos, &eos)),
+        }
+    }
+
+    /// Gemma's turn format: `<start_of_turn>user\n…<end_of_turn>\n`, assistant turns as
+    /// `model`, contents trimmed, a system prompt folded into the first user turn (as Gemma 3's
+    /// own template does).
+    pub fn gemma(bos: &str, eos: &str) -> ChatTemplate {
+        ChatTemplate {
+            kind: Kind::Gemma,
+            bos: bos.into(),
+            eos: eos.into(),
+        }
+    }
+
+    /// A Jinja template, with what Hugging Face's renderer offers templates: `bos_token`,
+    /// `eos_token`, `raise_exception`, `add_generation_prompt` and Python string methods.
+    pub fn jinja(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        // Hugging Face renders with trim_blocks and lstrip_blocks on.
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, _> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+        let mut t = ChatTemplate {
+            kind: Kind::Jinja {
+                env: Box::new(env),
+                supports_system: true,
+            },
+            bos: bos.into(),
+            eos: eos.into(),
+        };
+        // A template supports system messages when it renders one and keeps its text.
+        let probe = "\u{1}system-probe\u{1}";
+        let supported = t
+            .render_jinja(
+                &[
+                    Message::new(Role::System, probe),
+                    Message::new(Role::User, "hi"),
+                ],
+                true,
+            )
+            .is_ok_and(|s| s.contains(probe));
+        if let Kind::Jinja {
+            supports_system, ..
+        } = &mut t.kind
+        {
+            *supports_system = supported;
+        }
+        Ok(t)
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        matches!(self.kind, Kind::Gemma)
+    }
+
+    pub fn bos(&self) -> &str {
+        &self.bos
+    }
+
+    /// The text of `messages` (optionally a system message first, then alternating user and
+    /// assistant turns), ending with the start of the model's turn if `add_generation_prompt`.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        match &self.kind {
+            Kind::Gemma => Ok(self.render_gemma(messages, add_generation_prompt)),
+            Kind::Jinja {
+                supports_system: true,
+                ..
+            } => self.render_jinja(messages, add_generation_prompt),
+            Kind::Jinja { .. } => self.render_jinja(&fold_system(messages), add_generation_prompt),
+        }
+    }
+
+    fn render_gemma(&self, messages: &[Message], add_generation_prompt: bool) -> String {
+        let mut out = self.bos.clone();
+        for m in fold_system(messages) {
+            let role = match m.role {
+                Role::Assistant => "model",
+                r => r.as_str(),
+            };
+            out.push_str("<start_of_turn>");
+            out.push_str(role);
+            out.push('\n');
+            out.push_str(m.content.trim());
+            out.push_str("<end_of_turn>\n");
+        }
+        if add_generation_prompt {
+            out.push_str("<start_of_turn>model\n");
+        }
+        out
+    }
+
+    fn render_jinja(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let Kind::Jinja { env, .. } = &self.kind else {
+            unreachable!("render_jinja on a Jinja template only")
+        };
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let mut o = BTreeMap::new();
+                o.insert("role", Value::from(m.role.as_str()));
+                o.insert("content", Value::from(m.content.as_str()));
+                Value::from(o)
+            })
+            .collect();
+        let mut ctx = BTreeMap::new();
+        ctx.insert("messages", Value::from(msgs));
+        ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
+        ctx.insert("bos_token", Value::from(self.bos.as_str()));
+        ctx.insert("eos_token", Value::from(self.eos.as_str()));
+        let tmpl = env
+            .get_template("chat")
+            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+        tmpl.render(Value::from(ctx))
+            .map_err(|e| TemplateError::Render(describe(&e)))
+    }
+}
+
+/// A system message becomes the head of the first user turn, separated by a blank line.
+fn fold_system(messages: &[Message]) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    let mut pending: Option<&str> = None;
+    for m in messages {
+        match m.role {
+            Role::System => pending = Some(&m.content),
+            Role::User if pending.is_some() => {
+                let sys = pending.take().unwrap_or_default();
+                out.push(Message::new(Role::User, format!("{sys}\n\n{}", m.content)));
+            }
+            _ => out.push(m.clone()),
+        }
+    }
+    out
+}
+
+/// minijinja's message with its cause chain (the raise_exception text is in the cause).
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convo() -> Vec<Message> {
+        vec![
+            Message::new(Role::System, "Be brief."),
+            Message::new(Role::User, " Hello \n"),
+            Message::new(Role::Assistant, "Hi there."),
+            Message::new(Role::User, "Bye"),
+        ]
+    }
+
+    #[test]
+    fn gemma_turn_format() {
+        let t = ChatTemplate::gemma("<bos>", "<eos>");
+        assert_eq!(
+            t.render(&convo(), true).unwrap(),
+            "<bos><start_of_turn>user\nBe brief.\n\n Hello<end_of_turn>\n\
+             <start_of_turn>model\nHi there.<end_of_turn>\n\
+             <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert_eq!(
+            t.render(&convo()[1..2], false).unwrap(),
+            "<bos><start_of_turn>user\nHello<end_of_turn>\n"
+        );
+    }
+
+    #[test]
+    fn jinja_features_and_errors() {
+        let src = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}\
+                   {{ raise_exception('System role not supported') }}{% endif %}\
+                   [{{ m.role }}:{{ m.content.strip() }}]{% endfor %}\
+                   {% if add_generation_prompt %}>{% endif %}";
+        let t = ChatTemplate::jinja(src, "<s>", "</s>").unwrap();
+        // The template raises for a system message, so the system prompt is folded.
+        assert_eq!(
+            t.render(&convo(), true).unwrap(),
+            "<s>[user:Be brief.\n\n Hello][assistant:Hi there.][user:Bye]>"
+        );
+        let bad = ChatTemplate::jinja("{% for %}", "", "").err().unwrap();
+        assert!(bad.to_string().contains(TEMPLATE_KEY), "{bad}");
+        let raising =
+            ChatTemplate::jinja("{{ raise_exception('roles must alternate') }}", "", "").unwrap();
+        let e = raising
+            .render(&convo()[1..2], true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("roles must alternate"), "{e}");
+    }
+}
