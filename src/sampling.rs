@@ -234,6 +234,24 @@ mod tests {
     }
 
     #[test]
+    fn banned_tokens_are_never_candidates() {
+        let mut s = Sampler::new(SamplerParams::greedy());
+        s.ban(&[4]);
+        assert_eq!(s.distribution(&LOGITS, &[]), vec![(0, 1.0)]);
+        let mut s = Sampler::new(params(|_| {}));
+        s.ban(&[4, 1]);
+        let d = s.distribution(&LOGITS, &[]);
+        assert_eq!(d.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 2, 3]);
+        let want = probs(&[LOGITS[0], LOGITS[2], LOGITS[3]]);
+        for (c, w) in d.iter().zip(want) {
+            assert!((c.1 as f64 - w).abs() < 1e-6);
+        }
+        for _ in 0..200 {
+            assert!(![4, 1].contains(&s.sample(&LOGITS, &[])));
+        }
+    }
+
+    #[test]
     fn top_k_keeps_k_and_renormalizes() {
         let d = Sampler::new(params(|p| p.top_k = 2)).distribution(&LOGITS, &[]);
         let want = probs(&[3.0, 2.0]);

@@ -2,36 +2,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn gemlet(args: &[&str], stdin: Option<&str>) -> (String, String, bool) {
     let model = common::real_model();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemlet"))
-        .arg("tokenize")
-        .arg("-m")
-        .arg(&model)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        out.status.success(),
-    )
+    let mut all = vec!["tokenize", "-m", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    common::run_gemlet(&all, stdin)
 }
 
 #[test]

@@ -111,12 +111,21 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let replying = Arc::new(AtomicBool::new(false));
     {
         // Ctrl-C while a reply streams stops it; at the prompt the line editor sees the key
         // itself (raw mode), so the handler never runs there.
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .map_err(|e| CliError::Usage(format!("installing the Ctrl-C handler: {e}")))?;
+        // On a terminal the line editor does not take raw mode on (TERM=dumb), Ctrl-C at the
+        // prompt arrives here too: then it leaves, as it does in raw mode.
+        let (stop, replying) = (stop.clone(), replying.clone());
+        ctrlc::set_handler(move || {
+            if replying.load(Ordering::Relaxed) {
+                stop.store(true, Ordering::Relaxed);
+            } else {
+                std::process::exit(130);
+            }
+        })
+        .map_err(|e| CliError::Usage(format!("installing the Ctrl-C handler: {e}")))?;
     }
     banner(&model, &chat, &path, &template_name);
     let mut editor = rustyline::DefaultEditor::new()
@@ -164,11 +173,13 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
             continue;
         }
         stop.store(false, Ordering::Relaxed);
+        replying.store(true, Ordering::Relaxed);
         let mut out = std::io::stdout().lock();
         let result = chat.send(text, &mut sampler, n_predict, &stop, |t| {
             let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
         });
         drop(out);
+        replying.store(false, Ordering::Relaxed);
         println!();
         match result {
             Ok(stats) => {

@@ -81,3 +81,28 @@ pub fn json_rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
         })
         .collect()
 }
+
+/// Runs the gemlet binary with `args`, writing `stdin` to it (closed either way); returns
+/// stdout, stderr and whether it succeeded.
+pub fn run_gemlet(args: &[&str], stdin: Option<&str>) -> (String, String, bool) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.success(),
+    )
+}
