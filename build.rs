@@ -272,12 +272,73 @@ fn main() {
     // No rustc-link-lib=m/dl/pthread: std links them already, and an explicit dylib=m makes a
     // +crt-static binary need libm.so.6 and crash at start.
 
+    cpu_check(&manifest, &isa, &level_name);
+
     println!("cargo:rustc-env=GEMLET_GGML_VERSION={GGML_VERSION} ({GGML_COMMIT})");
     println!("cargo:rustc-env=GEMLET_CPU_LEVEL={level_name}");
     println!("cargo:rustc-env=GEMLET_CPU_FLAGS={}", isa.join(" "));
 
     #[cfg(feature = "bindgen")]
     generate_bindings(&manifest, &ggml, &target);
+}
+
+/// The compiler's predefined macros that mark an instruction-set feature, and the cpucheck.c
+/// define that makes the startup check look for it.
+const FEATURE_MACROS: &[(&str, &str)] = &[
+    ("__SSE4_2__", "NEED_SSE42"),
+    ("__AVX__", "NEED_AVX"),
+    ("__AVX2__", "NEED_AVX2"),
+    ("__FMA__", "NEED_FMA"),
+    ("__F16C__", "NEED_F16C"),
+    ("__AVX512F__", "NEED_AVX512F"),
+    ("__AVX512BW__", "NEED_AVX512BW"),
+    ("__AVX512VNNI__", "NEED_AVX512VNNI"),
+    ("__AVX512BF16__", "NEED_AVX512BF16"),
+    ("__AVXVNNI__", "NEED_AVXVNNI"),
+    ("__ARM_FEATURE_DOTPROD", "NEED_DOTPROD"),
+    ("__ARM_FEATURE_FP16_VECTOR_ARITHMETIC", "NEED_FP16"),
+    ("__ARM_FEATURE_SVE", "NEED_SVE"),
+    ("__ARM_FEATURE_MATMUL_INT8", "NEED_I8MM"),
+];
+
+/// Compiles src/ggml/cpucheck.c, without the ISA flags, checking at startup for every feature
+/// those flags let the compiler use (whatever the level: native, explicit or from the target).
+fn cpu_check(manifest: &Path, isa: &[String], level_name: &str) {
+    println!("cargo:rerun-if-changed=src/ggml/cpucheck.c");
+    let mut chk = cc::Build::new();
+    chk.file(manifest.join("src/ggml/cpucheck.c"))
+        .opt_level(2)
+        .warnings(false);
+    let compiler = chk.get_compiler();
+    let macros = std::process::Command::new(compiler.path())
+        .args(compiler.args())
+        .args(isa)
+        .args(["-dM", "-E", "-x", "c", "/dev/null"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let defined = |m: &str| {
+        macros
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(m))
+    };
+    for (m, need) in FEATURE_MACROS {
+        if defined(m) {
+            chk.define(need, None);
+        }
+    }
+    // armv7: NEON, and VFPv4 (whose fused multiply-add ggml's NEON paths use).
+    if isa.iter().any(|f| f.starts_with("-mfpu=neon")) {
+        chk.define("NEED_NEON", None);
+        if defined("__ARM_FEATURE_FMA") {
+            chk.define("NEED_VFPV4", None);
+        }
+    }
+    chk.define(
+        "GEMLET_CPU_NAME",
+        Some(format!("\"{level_name}\"").as_str()),
+    );
+    chk.compile("gemlet_cpucheck");
 }
 
 /// The ggml API src/ggml calls (regular expressions); types they need come along.

@@ -1,6 +1,7 @@
 //! The `gemlet` command line: thin commands over the library.
 
 mod args;
+mod bundle;
 mod chat;
 mod fmt;
 mod generate;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Chat with the model on a terminal; with stdin piped, answer once and exit.
     Chat(chat::ChatArgs),
+    /// Write one executable holding this program and a model (run it without -m to use it).
+    Bundle(bundle::BundleArgs),
     /// Show what a GGUF model file holds and what running it will take.
     Inspect(inspect::InspectArgs),
     /// Print the token ids of a text (llama-tokenize's flags).
@@ -73,6 +76,10 @@ fn model_path(arg: Option<&Path>) -> Result<PathBuf, CliError> {
     match arg {
         Some(p) => Ok(p.to_path_buf()),
         None => {
+            // A bundle runs the model inside itself.
+            if let Some(exe) = bundled_model() {
+                return Ok(exe);
+            }
             let p = models_dir().join("gemma-3-270m-q4_k_m.gguf");
             if p.is_file() {
                 Ok(p)
@@ -81,6 +88,14 @@ fn model_path(arg: Option<&Path>) -> Result<PathBuf, CliError> {
             }
         }
     }
+}
+
+/// The running executable, if it carries a model (`gemlet bundle`).
+fn bundled_model() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut f = std::fs::File::open(&exe).ok()?;
+    let len = f.metadata().ok()?.len();
+    crate::gguf::bundle::find(&mut f, len).ok()?.map(|_| exe)
 }
 
 fn version() -> &'static str {
@@ -105,8 +120,17 @@ fn print(text: &str) -> Result<(), CliError> {
 
 /// Parses the arguments, runs the command, and turns an error into a message and exit code 1.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    crate::ggml::link_cpu_check();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A bundle started with no command (or only flags) chats with the model inside it.
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("-");
+    let asks_program = ["-h", "--help", "-V", "--version"].contains(&first);
+    if first.starts_with('-') && !asks_program && bundled_model().is_some() {
+        args.insert(1, "chat".into());
+    }
+    let cli = Cli::parse_from(args);
     let result = match &cli.command {
+        Command::Bundle(args) => bundle::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Tokenize(args) => tokenize::run(args),

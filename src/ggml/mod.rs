@@ -88,6 +88,17 @@ fn init_cpu() {
 }
 
 /// Version of the vendored ggml and the CPU flags it was compiled with, for `--version`.
+/// Links the startup CPU check (src/ggml/cpucheck.c) into the program. The check itself runs as
+/// a constructor before `main`; a program that calls this has it.
+pub fn link_cpu_check() {
+    extern "C" {
+        static gemlet_cpucheck_anchor: std::ffi::c_int;
+    }
+    // SAFETY: a plain int defined in cpucheck.c, never written.
+    let anchor = unsafe { std::ptr::read_volatile(&raw const gemlet_cpucheck_anchor) };
+    debug_assert_eq!(anchor, 1);
+}
+
 pub fn build_info() -> String {
     format!(
         "ggml {}, CPU level {} [{}]",

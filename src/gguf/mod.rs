@@ -3,6 +3,7 @@
 //! Key and tensor names follow llama.cpp's `gguf-py` (`general.architecture`,
 //! `{arch}.block_count`, `blk.N.attn_q.weight`, ...).
 
+pub mod bundle;
 mod file_type;
 mod reader;
 mod value;

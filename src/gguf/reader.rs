@@ -224,14 +224,32 @@ impl Gguf {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        let mut file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
+        // A bundle (an executable with a model appended) holds the GGUF at an offset.
+        let (offset, len) = match super::bundle::find(&mut file, len).map_err(io)? {
+            Some(e) => (e.offset, e.len),
+            None => (0, len),
+        };
         let source = if len == 0 {
             Source::Owned(Vec::new())
         } else {
+            let len = usize::try_from(len).map_err(|_| {
+                io(std::io::Error::other(
+                    "the file is larger than the address space",
+                ))
+            })?;
             // SAFETY: the map is read-only and private to this process. Like every mmap-based
             // reader we assume nobody truncates or rewrites the model file while it is open.
-            Source::Map(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+            Source::Map(
+                unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(offset)
+                        .len(len)
+                        .map(&file)
+                }
+                .map_err(io)?,
+            )
         };
         Self::parse(source, Some(path.to_path_buf())).map_err(|e| GgufError::InFile {
             path: path.to_path_buf(),

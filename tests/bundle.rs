@@ -1,0 +1,93 @@
+//! `gemlet bundle`: one executable with a model inside, which chats without -m and which
+//! `inspect` reads like a plain GGUF.
+
+mod common;
+
+#[test]
+fn a_bundle_runs_the_model_inside_it() {
+    let dir = common::scratch("bundle");
+    let tiny = common::fixture("tiny/tiny-gemma3-f32.gguf");
+    let tiny = tiny.to_str().unwrap();
+    let out = dir.join("tiny-chat");
+    let out_s = out.to_str().unwrap();
+    let (_, err, ok) = common::run_gemlet(&["bundle", "-m", tiny, "-o", out_s], None);
+    assert!(ok, "{err}");
+
+    let run = |args: &[&str], stdin: &str| {
+        let o = std::process::Command::new(&out)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(stdin.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // Without a command or -m it chats with the model inside; the same reply as the plain file.
+    let (plain, _, ok) = common::run_gemlet(
+        &["chat", "-m", tiny, "--temp", "0", "-n", "8", "-t", "1"],
+        Some("hello"),
+    );
+    assert!(ok);
+    assert_eq!(run(&["--temp", "0", "-n", "8", "-t", "1"], "hello"), plain);
+    assert_eq!(
+        run(&["chat", "--temp", "0", "-n", "8", "-t", "1"], "hello"),
+        plain
+    );
+
+    // inspect reads the GGUF inside, whole.
+    let inspect = |path: &str| {
+        let (o, e, ok) = common::run_gemlet(&["inspect", "--json", path], None);
+        assert!(ok, "{e}");
+        let mut j: serde_json::Value = serde_json::from_str(&o).unwrap();
+        j.as_object_mut().unwrap().remove("file");
+        j
+    };
+    assert_eq!(inspect(out_s), inspect(tiny));
+
+    // Bundling from a bundle replaces the model rather than stacking a second one.
+    let again = dir.join("again");
+    let (_, err, ok) = std::process::Command::new(&out)
+        .args(["bundle", "-m", tiny, "-o", again.to_str().unwrap()])
+        .output()
+        .map(|o| {
+            (
+                (),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+                o.status.success(),
+            )
+        })
+        .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::metadata(&again).unwrap().len(),
+        std::fs::metadata(&out).unwrap().len()
+    );
+    // The model may come from a bundle: its GGUF alone goes in.
+    let nested = dir.join("nested");
+    let (_, err, ok) = common::run_gemlet(
+        &["bundle", "-m", out_s, "-o", nested.to_str().unwrap()],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(inspect(nested.to_str().unwrap()), inspect(tiny));
+    // A file that is not a model is refused before anything is written.
+    let (_, err, ok) = common::run_gemlet(
+        &[
+            "bundle",
+            "-m",
+            "Cargo.toml",
+            "-o",
+            dir.join("y").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("Cargo.toml"), "{err}");
+    assert!(!dir.join("y").exists());
+}
