@@ -4,11 +4,12 @@
 # model, the startup CPU check's error, and greedy tokens of the real model.
 #
 # usage: scripts/ci-arm.sh X86_GEMLET
-# env CARGO_TARGET_DIR: where the cross builds go (default ~/.cache/gemlet/cross-target)
+# env CROSS_TARGET_DIR: where the cross builds go (default ~/.cache/gemlet/cross-target; kept
+# apart from the x86 target dir, which Debian's rustc would share with rustup's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 X86="${1:?usage: scripts/ci-arm.sh X86_GEMLET}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gemlet/cross-target}"
+export CARGO_TARGET_DIR="${CROSS_TARGET_DIR:-$HOME/.cache/gemlet/cross-target}"
 MODEL="${GEMLET_MODEL:-$HOME/.cache/gemlet/models/gemma-3-270m-q4_k_m.gguf}"
 TINY=tests/fixtures/tiny/tiny-gemma3-q8_0.gguf
 start=$SECONDS
