@@ -3,6 +3,7 @@
 //! Layers, lowest first: [`ggml`] (the vendored kernels behind a safe wrapper), [`gguf`] (the
 //! file format).
 
+pub mod bench;
 pub mod chat;
 pub mod ggml;
 pub mod gguf;

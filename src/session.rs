@@ -2,8 +2,8 @@
 //! thread pool), evaluating tokens and generating text.
 
 use crate::ggml::{Allocator, Context, Executor, GgmlError};
-use crate::model::gemma::{self, Forward};
-use crate::model::kv_cache::KvCache;
+use crate::model::gemma::{self, BatchShape, Forward};
+use crate::model::kv_cache::{CacheParams, KvCache};
 use crate::model::weights::Weights;
 use crate::model::{Model, ModelError};
 use crate::sampling::Sampler;
@@ -26,6 +26,10 @@ pub enum SessionError {
     BadToken { id: TokenId, n_vocab: usize },
     #[error("nothing to evaluate")]
     Empty,
+    #[error("a {0} V cache needs flash attention (-fa on); without it V must be f16, bf16 or f32")]
+    QuantizedVNeedsFlashAttn(crate::ggml::Type),
+    #[error("{0}\n(pass --force to try anyway)")]
+    WontFit(String),
     #[error("stopped")]
     Stopped,
 }
@@ -39,6 +43,12 @@ pub struct SessionParams {
     /// Tokens per forward pass when evaluating a prompt.
     pub n_batch: usize,
     pub n_threads: usize,
+    /// KV cache types and layout.
+    pub cache: CacheParams,
+    /// ggml's fused flash attention (as llama.cpp's `-fa`); off, softmax(q·kᵀ)·v in three ops.
+    pub flash_attn: bool,
+    /// Start even when the memory plan says the session will not fit in available memory.
+    pub force: bool,
 }
 
 impl Default for SessionParams {
@@ -47,6 +57,9 @@ impl Default for SessionParams {
             n_ctx: 4096,
             n_batch: 512,
             n_threads: default_threads(),
+            cache: CacheParams::default(),
+            flash_attn: true,
+            force: false,
         }
     }
 }
@@ -89,6 +102,16 @@ pub struct Session<'m> {
     tokens: Vec<TokenId>,
     /// Logits of the last evaluation: rows of n_vocab.
     logits: Vec<f32>,
+    /// The last batch's graph and the metadata-only context it lives in. A batch of the same
+    /// shape (every token of a generation, for `KV_PAD` tokens at a time) computes it again
+    /// with new inputs: no graph is built and nothing is allocated.
+    graph: Option<(Context<'static>, Forward)>,
+    /// Graphs built so far (a measure of the reuse above).
+    graphs_built: usize,
+    // Input buffers reused from batch to batch.
+    positions: Vec<i32>,
+    ids: Vec<i32>,
+    rows: Vec<i32>,
 }
 
 impl<'m> Session<'m> {
@@ -100,17 +123,36 @@ impl<'m> Session<'m> {
             n_ctx,
             n_batch,
             n_threads: params.n_threads.max(1),
+            ..params
         };
+        let ty_v = params.cache.type_v;
+        if !params.flash_attn && ty_v.is_quantized() {
+            return Err(SessionError::QuantizedVNeedsFlashAttn(ty_v));
+        }
+        let plan = model.memory_plan(&params);
+        if !plan.fits() && !params.force {
+            return Err(SessionError::WontFit(plan.refusal()));
+        }
         Ok(Session {
             model,
             weights: Weights::bind(model.gguf(), c)?,
-            cache: KvCache::new(c, n_ctx, n_batch)?,
+            cache: KvCache::new(c, n_ctx, n_batch, params.cache)?,
             exec: Executor::new(params.n_threads)?,
             alloc: Allocator::new()?,
             params,
-            tokens: Vec::new(),
+            tokens: Vec::with_capacity(n_ctx),
             logits: Vec::new(),
+            graph: None,
+            graphs_built: 0,
+            positions: Vec::with_capacity(n_batch),
+            ids: Vec::with_capacity(n_batch),
+            rows: Vec::with_capacity(n_batch),
         })
+    }
+
+    /// Graphs built so far: one per batch shape, not one per token.
+    pub fn graphs_built(&self) -> usize {
+        self.graphs_built
     }
 
     pub fn model(&self) -> &'m Model {
@@ -204,81 +246,91 @@ impl<'m> Session<'m> {
             });
         }
         self.logits.clear();
-        let mut logits = Vec::new();
         for chunk in tokens.chunks(self.params.n_batch) {
             let start = self.n_past();
-            let rows: Vec<i32> = (0..chunk.len())
-                .filter(|&i| keep(start + i))
-                .map(|i| i as i32)
-                .collect();
-            match self.eval_batch(chunk, &rows, stop) {
-                Ok(batch_logits) => logits.extend_from_slice(&batch_logits),
-                Err(e) => {
-                    self.truncate(start);
-                    return Err(e);
-                }
+            if let Err(e) = self.eval_batch(chunk, keep, stop) {
+                self.truncate(start);
+                self.logits.clear();
+                return Err(e);
             }
         }
-        self.logits = logits;
         Ok(())
     }
 
-    /// One forward pass over at most n_batch tokens; returns the logits of batch rows `rows`.
+    /// One forward pass over at most n_batch tokens; appends the logits of the rows `keep`
+    /// selects (by position) to `self.logits`.
     fn eval_batch(
         &mut self,
         tokens: &[TokenId],
-        rows: &[i32],
+        keep: &dyn Fn(usize) -> bool,
         stop: Option<&AtomicBool>,
-    ) -> Result<Vec<f32>> {
-        let c = self.model.config();
+    ) -> Result<()> {
         let p0 = self.n_past();
-        let positions: Vec<i32> = (0..tokens.len()).map(|i| (p0 + i) as i32).collect();
-        let plans = self.cache.plan(&positions);
-        let n_kv = [plans[0].n_kv, plans[1].n_kv];
+        self.positions.clear();
+        self.positions
+            .extend((0..tokens.len()).map(|i| (p0 + i) as i32));
+        self.rows.clear();
+        self.rows
+            .extend((0..tokens.len() as i32).filter(|&i| keep(p0 + i as usize)));
+        self.ids.clear();
+        self.ids.extend(tokens.iter().map(|&t| t as i32));
+        let wanted = self.rows.len();
         // The output head runs on the kept rows only (at least one, so the graph has an end).
-        let all = rows.len() == tokens.len();
-        let out_rows: &[i32] = if rows.is_empty() { &[0] } else { rows };
-        let n_out = (!all).then_some(out_rows.len());
-
-        let size = gemma::graph_size(c);
-        let ctx = Context::metadata_only(2 * size, size)?;
-        let f: Forward<'_> = gemma::build(
-            &ctx,
-            c,
-            &self.weights,
-            &self.cache,
-            tokens.len(),
-            n_kv,
-            n_out,
-        )?;
-        self.alloc.alloc_graph(&f.graph)?;
-        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        f.tokens.write_i32(&ids)?;
-        f.positions.write_i32(&positions)?;
+        let all = wanted == tokens.len();
+        if wanted == 0 {
+            self.rows.push(0);
+        }
+        self.cache.plan(&self.positions);
+        let plans = self.cache.plans();
+        let shape = BatchShape {
+            n_tokens: tokens.len(),
+            n_kv: [plans[0].n_kv, plans[1].n_kv],
+            n_out: (!all).then_some(self.rows.len()),
+        };
+        if self.graph.as_ref().is_none_or(|(_, f)| f.shape != shape) {
+            // Drop the old graph first: the allocator's buffer it points into is reused.
+            self.graph = None;
+            let size = gemma::graph_size(self.model.config());
+            let ctx = Context::metadata_only(2 * size, size)?;
+            let f = gemma::build(
+                &ctx,
+                self.model.config(),
+                &self.weights,
+                &self.cache,
+                shape,
+                self.params.flash_attn,
+            )?;
+            self.alloc.alloc_graph(&ctx.resolve_graph(f.graph))?;
+            self.graphs_built += 1;
+            self.graph = Some((ctx, f));
+        }
+        let (ctx, f) = self.graph.as_ref().expect("built above");
+        let t = |id| ctx.resolve(id);
+        t(f.tokens).write_i32(&self.ids)?;
+        t(f.positions).write_i32(&self.positions)?;
         for (kind, plan) in plans.iter().enumerate() {
             if let (Some(slots), Some(mask)) = (f.slots[kind], f.masks[kind]) {
-                slots.write_i32(&plan.slots)?;
-                mask.write_f32_as_f16(&plan.mask)?;
+                t(slots).write_i32(plan.slots)?;
+                t(mask).write_f16(plan.mask)?;
             }
         }
         if let Some(out) = f.out_ids {
-            out.write_i32(out_rows)?;
+            t(out).write_i32(&self.rows)?;
         }
+        let graph = ctx.resolve_graph(f.graph);
         match stop {
-            Some(flag) => self.exec.compute_abortable(&f.graph, flag),
-            None => self.exec.compute(&f.graph),
+            Some(flag) => self.exec.compute_abortable(&graph, flag),
+            None => self.exec.compute(&graph),
         }
         .map_err(|e| match e {
             GgmlError::Aborted => SessionError::Stopped,
             e => e.into(),
         })?;
-        let logits = if rows.is_empty() {
-            Vec::new()
-        } else {
-            f.logits.read_f32()?
-        };
+        if wanted > 0 {
+            t(f.logits).read_f32_into(&mut self.logits)?;
+        }
         self.tokens.extend_from_slice(tokens);
-        Ok(logits)
+        Ok(())
     }
 
     /// Generates up to `n_predict` tokens after the evaluated ones, calling `on_text` with text

@@ -18,6 +18,7 @@ fn chat(model: &Model, n_ctx: usize, overflow: Overflow) -> Chat<'_> {
         n_ctx,
         n_batch: 64,
         n_threads: 1,
+        ..SessionParams::default()
     };
     let session = Session::new(model, params).unwrap();
     Chat::new(
@@ -263,6 +264,7 @@ fn real_model_ten_turns_cost_their_own_tokens() {
         n_ctx: 4096,
         n_batch: 512,
         n_threads: 2,
+        ..SessionParams::default()
     };
     let mut c = Chat::new(
         Session::new(&model, params).unwrap(),

@@ -66,6 +66,7 @@ fn expected_replies(messages: &[&str], n: usize) -> Vec<String> {
         n_ctx: 4096,
         n_batch: 512,
         n_threads: 2,
+        ..SessionParams::default()
     };
     let mut chat = Chat::new(
         Session::new(&model, params).unwrap(),

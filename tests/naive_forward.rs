@@ -350,6 +350,7 @@ fn naive_forward_agrees_with_llama_cpp_and_gemlet() {
                     n_ctx: 64,
                     n_batch: 64,
                     n_threads: 1,
+                    ..SessionParams::default()
                 },
             )
             .unwrap();

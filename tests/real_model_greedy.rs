@@ -13,6 +13,14 @@
 //! most, repacked logits even depend on the CPU: up to 5) with a mean under 0.3, and the same top
 //! token wherever the reference margin exceeds 1.5; free-running greedy ids equal up to the
 //! reference's first step with a margin under 1.5.
+//!
+//! The fixtures were made on another CPU (an AVX-512 Zen 4), and ggml's kernels sum in a
+//! different order on different CPUs. Measured with llama.cpp alone (same commit, flags and
+//! kernels, repacking off): this project's Zen 1 (AVX2) against the Xeon that made the
+//! no-repack fixture moves top-10 logits by up to 2.1 and changes 8 of 14 greedy runs. So the
+//! cross-CPU logit tolerance is 2.5 (measured here: 1.43 FA on, 1.45 FA off, 0.76 Q8_0), and
+//! the strong guarantee comes from the same-kernels test, whose reference is made on the CPU
+//! the test runs on (scripts/llama-ref/same-cpu-ref.sh): there logits agree to float rounding.
 
 mod common;
 
@@ -22,7 +30,7 @@ use gemlet::session::{Session, SessionParams};
 use serde_json::Value as Json;
 
 const MARGIN: f64 = 1.5;
-const LOGIT_TOL: f32 = 1.2;
+const LOGIT_TOL: f32 = 2.5;
 /// gemlet equals llama.cpp without repacking on this file (the same-kernels test below), so
 /// its difference to llama.cpp with repacking is llama.cpp's own spread, and that depends on
 /// the CPU: the same llama.cpp build with repacking, run here (AVX512-VNNI Xeon) instead of on
@@ -68,6 +76,7 @@ fn params(n_threads: usize) -> SessionParams {
         n_ctx: 2048,
         n_batch: 512,
         n_threads,
+        ..SessionParams::default()
     }
 }
 
@@ -216,15 +225,16 @@ fn q4_0_matches_llama_cpp() {
 }
 
 /// The same Q4_0 model against llama.cpp with weight repacking off, i.e. the same ggml kernels
-/// gemlet runs, on one thread like the reference (with 512 or more cached positions, flash
-/// attention splits the keys across threads and the reduction order changes): here the logits
-/// agree to float rounding, not just within kernel spread.
+/// gemlet runs, on this CPU and on one thread like the reference (with 512 or more cached
+/// positions, flash attention splits the keys across threads and the reduction order
+/// changes): here the logits agree to float rounding (measured: 0.000 over 700), not just
+/// within kernel spread.
 #[test]
 fn q4_0_matches_llama_cpp_same_kernels() {
     check_file(
         common::requantized_model("gemma-3-270m-q4_0.gguf"),
-        "gemma3-270m-q4_0-no-repack-greedy.jsonl",
-        0.05,
+        common::same_cpu_reference().to_str().unwrap(),
+        0.01,
         1,
     );
 }

@@ -24,6 +24,7 @@ fn perplexity_matches_llama_perplexity() {
             n_ctx: 512,
             n_batch: 512,
             n_threads: 2,
+            ..SessionParams::default()
         },
     )
     .unwrap();

@@ -1,8 +1,66 @@
 //! Flags shared by the commands that run a model, with llama.cpp's names and defaults.
 
+use crate::ggml::Type;
+use crate::gguf::OpenOptions;
+use crate::model::kv_cache::{CacheParams, CACHE_TYPES};
 use crate::sampling::SamplerParams;
 use crate::session::{default_threads, SessionParams};
 use std::path::PathBuf;
+
+/// llama.cpp's flags that are several letters after one dash, which clap's short options
+/// cannot be: they are rewritten to their long names before parsing.
+pub const LLAMA_SHORT_FLAGS: [(&str, &str); 5] = [
+    ("-ctk", "--cache-type-k"),
+    ("-ctv", "--cache-type-v"),
+    ("-fa", "--flash-attn"),
+    ("-mmp", "--mmap"),
+    ("-ub", "--ubatch-size"),
+];
+
+/// A KV cache type by ggml's name.
+fn cache_type(s: &str) -> Result<Type, String> {
+    Type::from_name(s)
+        .filter(|t| CACHE_TYPES.contains(t))
+        .ok_or_else(|| {
+            format!(
+                "'{s}' is not a KV cache type: use one of {}",
+                CACHE_TYPES.map(|t| t.name()).join(", ")
+            )
+        })
+}
+
+/// `on`/`off`/`auto` (llama.cpp's `-fa`), or `1`/`0` (llama-bench's). On the CPU `auto` is on.
+pub fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "1" | "true" | "auto" => Ok(true),
+        "off" | "0" | "false" => Ok(false),
+        _ => Err(format!("'{s}': use on, off or auto")),
+    }
+}
+
+/// KV cache flags (llama.cpp's names).
+#[derive(clap::Args, Clone)]
+pub struct CacheArgs {
+    /// KV cache type for keys (f16, q8_0, q4_0, ...); also -ctk.
+    #[arg(long = "cache-type-k", default_value = "f16", value_parser = cache_type)]
+    pub cache_type_k: Type,
+    /// KV cache type for values (quantized needs flash attention); also -ctv.
+    #[arg(long = "cache-type-v", default_value = "f16", value_parser = cache_type)]
+    pub cache_type_v: Type,
+    /// Keep every position in sliding-window layers too (no ring of the window).
+    #[arg(long = "swa-full")]
+    pub swa_full: bool,
+}
+
+impl CacheArgs {
+    pub fn params(&self) -> CacheParams {
+        CacheParams {
+            type_k: self.cache_type_k,
+            type_v: self.cache_type_v,
+            swa_full: self.swa_full,
+        }
+    }
+}
 
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
@@ -13,11 +71,30 @@ pub struct ModelArgs {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
     /// Batch size for prompt processing.
-    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    #[arg(
+        short = 'b',
+        long = "batch-size",
+        alias = "ubatch-size",
+        default_value_t = 512
+    )]
     pub batch_size: usize,
     /// Threads (default: physical cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Flash attention: on, off or auto (on); also -fa.
+    #[arg(long = "flash-attn", default_value = "auto", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub flash_attn: bool,
+    /// Read the model into memory instead of mapping it.
+    #[arg(long = "no-mmap")]
+    pub no_mmap: bool,
+    /// Lock the model in RAM so it is never paged out.
+    #[arg(long = "mlock")]
+    pub mlock: bool,
+    /// Start even if the memory plan says it will not fit in available memory.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl ModelArgs {
@@ -26,6 +103,16 @@ impl ModelArgs {
             n_ctx: self.ctx_size,
             n_batch: self.batch_size,
             n_threads: self.threads.unwrap_or_else(default_threads),
+            cache: self.cache.params(),
+            flash_attn: self.flash_attn,
+            force: self.force,
+        }
+    }
+
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            mmap: !self.no_mmap,
+            mlock: self.mlock,
         }
     }
 }

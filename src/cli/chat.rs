@@ -3,7 +3,7 @@
 use super::args::{ModelArgs, SamplingArgs};
 use super::{fmt, CliError};
 use crate::chat::{Chat, ChatTemplate, Overflow, TurnStats};
-use crate::model::{Census, MemoryPlan, Model, PlanDims};
+use crate::model::{Census, Model};
 use crate::sampling::Sampler;
 use crate::session::{Session, Stop};
 use rustyline::error::ReadlineError;
@@ -56,7 +56,7 @@ Ctrl-C during a reply stops it; the partial reply stays in the conversation.";
 pub fn run(args: &ChatArgs) -> Result<(), CliError> {
     let path = super::model_path(args.model.model.as_deref())?;
     let interactive = std::io::stdin().is_terminal();
-    let model = load_with_spinner(&path)?;
+    let model = load_with_spinner(&path, args.model.open_options())?;
     let source = match &args.chat_template_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -254,14 +254,17 @@ fn read_message(editor: &mut rustyline::DefaultEditor) -> Result<Option<String>,
 }
 
 /// Loads the model, with a spinner when stderr is a terminal.
-fn load_with_spinner(path: &std::path::Path) -> Result<Model, CliError> {
+fn load_with_spinner(
+    path: &std::path::Path,
+    opts: crate::gguf::OpenOptions,
+) -> Result<Model, CliError> {
     if !std::io::stderr().is_terminal() {
-        return Ok(Model::load(path)?);
+        return Ok(Model::load_with(path, opts)?);
     }
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message(format!("loading {}", path.display()));
     spinner.enable_steady_tick(Duration::from_millis(80));
-    let model = Model::load(path);
+    let model = Model::load_with(path, opts);
     spinner.finish_and_clear();
     Ok(model?)
 }
@@ -270,12 +273,7 @@ fn banner(model: &Model, chat: &Chat<'_>, path: &std::path::Path, template: &str
     let c = model.config();
     let p = chat.session().params();
     let census = Census::of(model.gguf());
-    let plan = MemoryPlan::new(
-        &PlanDims::from_config(c),
-        census.weight_bytes,
-        p.n_ctx,
-        p.n_batch,
-    );
+    let plan = model.memory_plan(&p);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     eprintln!(
         "gemlet {} · {name} ({}, {} parameters)\n\

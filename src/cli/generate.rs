@@ -24,12 +24,15 @@ pub struct GenerateArgs {
     /// Print one JSON object: prompt ids, generated ids, text and timings.
     #[arg(long)]
     pub json: bool,
+    /// Do not stop at end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let path = super::model_path(args.model.model.as_deref())?;
     let t_load = Instant::now();
-    let model = Model::load(&path)?;
+    let model = Model::load_with(&path, args.model.open_options())?;
     let mut session = Session::new(&model, args.model.session_params())?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
@@ -39,12 +42,18 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let prompt_s = t_prompt.elapsed().as_secs_f64();
 
     let mut sampler = Sampler::new(args.sampling.params());
+    if args.ignore_eos {
+        sampler.ban(model.tokenizer().eog());
+    }
     let mut text = String::new();
     let t_gen = Instant::now();
     let mut out = std::io::stdout().lock();
     let stream = !args.json;
+    // Time to first token: from the prompt's evaluation to the first sampled token.
+    let mut ttft_ms = None;
     let ids = session
         .generate(&mut sampler, args.n_predict, |piece| {
+            ttft_ms.get_or_insert_with(|| t_prompt.elapsed().as_secs_f64() * 1e3);
             text.push_str(piece);
             // A closed pipe ends generation quietly.
             !stream || (out.write_all(piece.as_bytes()).is_ok() && out.flush().is_ok())
@@ -64,6 +73,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
                 "load_ms": load_ms,
                 "prompt_tokens": prompt_ids.len(),
                 "prompt_tokens_per_s": prompt_tps,
+                "time_to_first_token_ms": ttft_ms,
                 "generated_tokens": ids.len(),
                 "generate_tokens_per_s": gen_tps,
                 "threads": session.params().n_threads,

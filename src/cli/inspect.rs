@@ -24,6 +24,8 @@ pub struct InspectArgs {
     /// Batch size for the memory plan.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub cache: super::args::CacheArgs,
 }
 
 /// Arrays longer than this are summarized by length and first items.
@@ -46,9 +48,15 @@ impl<'g> Report<'g> {
             Ok(c) => Some(PlanDims::from_config(c)),
             Err(_) => PlanDims::from_metadata(g),
         };
-        let plan = dims
-            .as_ref()
-            .map(|d| MemoryPlan::new(d, census.weight_bytes, args.ctx_size, args.batch_size));
+        let plan = dims.as_ref().map(|d| {
+            MemoryPlan::new(
+                d,
+                census.weight_bytes,
+                args.ctx_size,
+                args.batch_size,
+                args.cache.params(),
+            )
+        });
         Report {
             g,
             census,
@@ -144,8 +152,8 @@ fn to_text(r: &Report<'_>, args: &InspectArgs) -> String {
     if let Some(p) = &r.plan {
         let _ = writeln!(
             s,
-            "\nmemory plan (context {}, batch {}, F16 KV cache)",
-            p.context, p.batch
+            "\nmemory plan (context {}, batch {}, KV cache {}/{})",
+            p.context, p.batch, p.cache.type_k, p.cache.type_v
         );
         let _ = writeln!(s, "  weights (mapped)    {:>12}", bytes(p.weights_bytes));
         let _ = writeln!(s, "  KV cache            {:>12}", bytes(p.kv_cache_bytes));

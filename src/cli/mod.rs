@@ -1,6 +1,7 @@
 //! The `gemlet` command line: thin commands over the library.
 
 mod args;
+mod bench;
 mod bundle;
 mod chat;
 mod fmt;
@@ -36,6 +37,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Perplexity of the model on a text (llama-perplexity's method and output).
     Perplexity(perplexity::PerplexityArgs),
+    /// Measure prompt processing and generation speed (llama-bench's tests and output).
+    Bench(bench::BenchArgs),
 }
 
 /// Errors of the command line; the message is printed after "error: ".
@@ -128,6 +131,11 @@ pub fn main() -> ExitCode {
     if first.starts_with('-') && !asks_program && bundled_model().is_some() {
         args.insert(1, "chat".into());
     }
+    for a in args.iter_mut().skip(1) {
+        if let Some((_, long)) = args::LLAMA_SHORT_FLAGS.iter().find(|(s, _)| a == s) {
+            *a = long.into();
+        }
+    }
     let cli = Cli::parse_from(args);
     let result = match &cli.command {
         Command::Bundle(args) => bundle::run(args),
@@ -136,6 +144,7 @@ pub fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,7 @@ pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
             n_ctx,
             n_batch: args.batch_size.min(n_ctx),
             n_threads: args.threads.unwrap_or_else(default_threads),
+            ..SessionParams::default()
         },
     )?;
     let tokens = model.tokenizer().encode(&text, true, true)?;

@@ -24,6 +24,8 @@ pub struct Context<'d> {
     raw: NonNull<sys::ggml_context>,
     uid: u64,
     borrowed: RefCell<Vec<(usize, usize)>>,
+    /// The arena, when Rust owns it ([`Context::new_zeroed`]); dropped after ggml_free.
+    _arena: Option<Vec<u128>>,
     // Invariant in 'd: a covariant marker would let `&Context<'long>` shrink to a shorter 'd
     // and accept data that dies before the context does.
     _data: PhantomData<Cell<&'d [u8]>>,
@@ -37,6 +39,14 @@ static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TensorId {
     raw: NonNull<sys::ggml_tensor>,
+    ctx: u64,
+}
+
+/// A handle to a graph, stored beside its context like a [`TensorId`]; [`Context::resolve_graph`]
+/// turns it back into a [`super::Graph`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphId {
+    raw: NonNull<sys::ggml_cgraph>,
     ctx: u64,
 }
 
@@ -59,7 +69,16 @@ pub enum RopeMode {
 impl<'d> Context<'d> {
     /// A context whose tensors get their data from its own arena of `mem_bytes` bytes.
     pub fn new(mem_bytes: usize) -> Result<Context<'d>> {
-        Self::init(mem_bytes, false)
+        Self::init(mem_bytes, false, None)
+    }
+
+    /// Like [`Context::new`], with an arena that reads as zeros. It comes from the allocator's
+    /// zeroed pages (calloc maps fresh ones for large sizes), so memory that is never written,
+    /// like the unused end of a KV cache, costs no resident memory.
+    pub fn new_zeroed(mem_bytes: usize) -> Result<Context<'d>> {
+        // u128: the arena must be aligned to GGML_MEM_ALIGN (16 bytes at most).
+        let arena = vec![0u128; mem_bytes.div_ceil(16)];
+        Self::init(arena.len() * 16, false, Some(arena))
     }
 
     /// A context for `n_tensors` tensor descriptors and a graph of up to `graph_nodes` nodes,
@@ -68,7 +87,7 @@ impl<'d> Context<'d> {
         let bytes = n_tensors
             .saturating_mul(Self::tensor_overhead())
             .saturating_add(Self::graph_overhead(graph_nodes));
-        Self::init(bytes, true)
+        Self::init(bytes, true, None)
     }
 
     /// Bytes of context arena one tensor descriptor takes.
@@ -83,20 +102,24 @@ impl<'d> Context<'d> {
         unsafe { sys::ggml_graph_overhead_custom(nodes, false) }
     }
 
-    fn init(mem_bytes: usize, no_alloc: bool) -> Result<Context<'d>> {
+    fn init(mem_bytes: usize, no_alloc: bool, mut arena: Option<Vec<u128>>) -> Result<Context<'d>> {
         init_cpu();
         let params = sys::ggml_init_params {
             mem_size: mem_bytes,
-            mem_buffer: std::ptr::null_mut(),
+            mem_buffer: arena
+                .as_mut()
+                .map_or(std::ptr::null_mut(), |a| a.as_mut_ptr().cast()),
             no_alloc,
         };
-        // SAFETY: ggml allocates and owns the arena; a null return is handled.
+        // SAFETY: ggml allocates and owns the arena unless we pass one (then it lives in the
+        // context, mem_bytes long, until after ggml_free); a null return is handled.
         let raw = unsafe { sys::ggml_init(params) };
         let raw = NonNull::new(raw).ok_or(GgmlError::ContextInit { bytes: mem_bytes })?;
         Ok(Context {
             raw,
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             borrowed: RefCell::new(Vec::new()),
+            _arena: arena,
             _data: PhantomData,
         })
     }
@@ -204,6 +227,20 @@ impl<'d> Context<'d> {
         // context ('d), have the exact size ggml computes, and writes to them are refused.
         unsafe { (*t.raw.as_ptr()).data = bytes.as_ptr() as *mut std::ffi::c_void };
         Ok(t)
+    }
+
+    /// A handle to `g`, a graph of this context, to keep beside the context (as [`TensorId`]).
+    pub fn graph_id(&self, g: &super::Graph<'_>) -> GraphId {
+        GraphId {
+            raw: NonNull::new(g.raw()).expect("graphs are never null"),
+            ctx: self.uid,
+        }
+    }
+
+    /// The graph behind `id`. Panics if `id` came from another context (a programming error).
+    pub fn resolve_graph(&self, id: GraphId) -> super::Graph<'_> {
+        assert_eq!(id.ctx, self.uid, "graph handle used with another context");
+        super::Graph::from_raw(id.raw.as_ptr())
     }
 
     /// A graph of up to `max_nodes` nodes, living in this context's arena.
@@ -391,28 +428,39 @@ impl<'c> Tensor<'c> {
         Ok(())
     }
 
+    /// Copies `values` into the tensor's memory, byte for byte (no intermediate buffer: inputs
+    /// are written every token).
+    fn write_values<T: Copy>(self, values: &[T]) -> Result<()> {
+        let len = std::mem::size_of_val(values);
+        let p = self.data_for_write(len)?;
+        // SAFETY: p is valid for n_bytes() == len writable bytes not borrowed by Rust; T is a
+        // plain number type (the callers below), so its bytes are its value.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), p, len) };
+        Ok(())
+    }
+
     /// Copies `values` into an F32 tensor.
     pub fn write_f32(self, values: &[f32]) -> Result<()> {
         self.expect_type(Type::F32)?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        self.write_bytes(&bytes)
+        self.write_values(values)
     }
 
     /// Copies `values` into an I32 tensor (positions, row indices).
     pub fn write_i32(self, values: &[i32]) -> Result<()> {
         self.expect_type(Type::I32)?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        self.write_bytes(&bytes)
+        self.write_values(values)
     }
 
-    /// Copies `values` (as f16) into an F16 tensor, e.g. an attention mask.
-    pub fn write_f32_as_f16(self, values: &[f32]) -> Result<()> {
+    /// Copies half-precision bit patterns into an F16 tensor, e.g. an attention mask.
+    pub fn write_f16(self, values: &[u16]) -> Result<()> {
         self.expect_type(Type::F16)?;
-        let bytes: Vec<u8> = values
-            .iter()
-            .flat_map(|&v| super::f32_to_f16(v).to_ne_bytes())
-            .collect();
-        self.write_bytes(&bytes)
+        self.write_values(values)
+    }
+
+    /// Copies `values` (as f16) into an F16 tensor.
+    pub fn write_f32_as_f16(self, values: &[f32]) -> Result<()> {
+        let bits: Vec<u16> = values.iter().map(|&v| super::f32_to_f16(v)).collect();
+        self.write_f16(&bits)
     }
 
     /// A copy of the tensor's raw bytes.
@@ -422,15 +470,28 @@ impl<'c> Tensor<'c> {
         Ok(unsafe { std::slice::from_raw_parts(p, self.n_bytes()) }.to_vec())
     }
 
+    /// Appends the values of an F32 tensor to `out`: one copy, and no allocation once `out`
+    /// has the capacity (logits are read every token).
+    pub fn read_f32_into(self, out: &mut Vec<f32>) -> Result<()> {
+        self.expect_type(Type::F32)?;
+        let p = self.data_for_read()?;
+        let n = self.n_elements();
+        out.reserve(n);
+        // SAFETY: p is valid for n_bytes() == 4n bytes; `out` has room for n more values, which
+        // the copy initialises before the length grows.
+        unsafe {
+            let dst = out.as_mut_ptr().add(out.len());
+            std::ptr::copy_nonoverlapping(p, dst.cast::<u8>(), 4 * n);
+            out.set_len(out.len() + n);
+        }
+        Ok(())
+    }
+
     /// The tensor's values as f32, converting from any type ggml can dequantize.
     pub fn read_f32(self) -> Result<Vec<f32>> {
         if self.ty() == Type::F32 {
-            // One copy (logits are read every token): straight into the f32 vector.
-            let p = self.data_for_read()?;
-            let n = self.n_elements();
-            let mut out = vec![0f32; n];
-            // SAFETY: p is valid for n_bytes() == 4n bytes; out has room for 4n bytes.
-            unsafe { std::ptr::copy_nonoverlapping(p, out.as_mut_ptr().cast::<u8>(), 4 * n) };
+            let mut out = Vec::new();
+            self.read_f32_into(&mut out)?;
             return Ok(out);
         }
         let bytes = self.read_bytes()?;

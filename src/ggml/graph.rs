@@ -36,11 +36,11 @@ impl<'c> Graph<'c> {
         unsafe { sys::ggml_graph_n_nodes(self.raw.as_ptr()) as usize }
     }
 
-    fn nodes(&self) -> Vec<*mut sys::ggml_tensor> {
+    /// The nodes, without collecting them (this runs before every compute).
+    fn nodes(&self) -> impl Iterator<Item = *mut sys::ggml_tensor> {
+        let raw = self.raw;
         // SAFETY: indices below n_nodes are live nodes.
-        (0..self.n_nodes())
-            .map(|i| unsafe { sys::ggml_graph_node(self.raw.as_ptr(), i as i32) })
-            .collect()
+        (0..self.n_nodes()).map(move |i| unsafe { sys::ggml_graph_node(raw.as_ptr(), i as i32) })
     }
 
     /// Names a tensor of the graph that has no memory yet, if any: computing it would write

@@ -29,7 +29,7 @@ mod quant;
 mod types;
 
 pub use alloc::Allocator;
-pub use context::{Context, RopeMode, Tensor, TensorId};
+pub use context::{Context, GraphId, RopeMode, Tensor, TensorId};
 pub use graph::{Executor, Graph};
 pub use quant::{dequantize, quantize};
 pub use types::Type;

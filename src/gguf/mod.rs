@@ -10,7 +10,7 @@ mod value;
 mod writer;
 
 pub use file_type::{file_type_id, file_type_name};
-pub use reader::{Gguf, TensorInfo, DEFAULT_ALIGNMENT, MAX_NESTING};
+pub use reader::{Gguf, OpenOptions, TensorInfo, DEFAULT_ALIGNMENT, MAX_NESTING};
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, TensorWriter};
 

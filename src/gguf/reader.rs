@@ -216,9 +216,33 @@ pub struct Gguf {
     data_offset: u64,
 }
 
+/// How [`Gguf::open_with`] brings the file into memory (llama.cpp's `--no-mmap`, `--mlock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Map the file (pages are read on first use and shared with the page cache); otherwise
+    /// read it whole into anonymous memory.
+    pub mmap: bool,
+    /// Lock the pages in RAM, so that they are never paged out.
+    pub mlock: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            mmap: true,
+            mlock: false,
+        }
+    }
+}
+
 impl Gguf {
     /// Maps `path` and validates its header, metadata and tensor table. Tensor data is not read.
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// Like [`Gguf::open`], reading or locking the file as `opts` says.
+    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Gguf> {
         let path = path.as_ref();
         let io = |source| GgufError::Io {
             path: path.to_path_buf(),
@@ -239,17 +263,34 @@ impl Gguf {
                     "the file is larger than the address space",
                 ))
             })?;
-            // SAFETY: the map is read-only and private to this process. Like every mmap-based
-            // reader we assume nobody truncates or rewrites the model file while it is open.
-            Source::Map(
+            let map = if opts.mmap {
+                // SAFETY: the map is read-only and private to this process. Like every
+                // mmap-based reader we assume nobody truncates or rewrites the model file while
+                // it is open.
                 unsafe {
                     memmap2::MmapOptions::new()
                         .offset(offset)
                         .len(len)
                         .map(&file)
                 }
-                .map_err(io)?,
-            )
+                .map_err(io)?
+            } else {
+                // Anonymous pages (page-aligned, unlike a Vec, and lockable), then read-only.
+                use std::io::{Read, Seek, SeekFrom};
+                let mut mem = memmap2::MmapMut::map_anon(len).map_err(io)?;
+                file.seek(SeekFrom::Start(offset)).map_err(io)?;
+                file.read_exact(&mut mem).map_err(io)?;
+                mem.make_read_only().map_err(io)?
+            };
+            if opts.mlock {
+                map.lock().map_err(|e| {
+                    io(std::io::Error::new(
+                        e.kind(),
+                        format!("mlock of {len} bytes failed ({e}); raise `ulimit -l`"),
+                    ))
+                })?;
+            }
+            Source::Map(map)
         };
         Self::parse(source, Some(path.to_path_buf())).map_err(|e| GgufError::InFile {
             path: path.to_path_buf(),

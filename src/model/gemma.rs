@@ -8,23 +8,35 @@
 use super::kv_cache::{KvCache, GLOBAL, LOCAL};
 use super::weights::Weights;
 use super::{Config, Result};
-use crate::ggml::{Context, Graph, RopeMode, Tensor, TensorId, Type};
+use crate::ggml::{Context, GraphId, RopeMode, Tensor, TensorId, Type};
 
-/// The graph of one batch and the tensors to fill before computing it.
-pub struct Forward<'c> {
-    pub graph: Graph<'c>,
+/// What a batch's graph depends on: two batches of the same shape share one graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShape {
+    pub n_tokens: usize,
+    /// Cache slots attended over, per kind of layer (global, local).
+    pub n_kv: [usize; 2],
+    /// Rows that go through the output head: all of them when `None`.
+    pub n_out: Option<usize>,
+}
+
+/// The graph of one batch (in the context given to [`build`]) and the tensors to fill before
+/// computing it.
+pub struct Forward {
+    pub shape: BatchShape,
+    pub graph: GraphId,
     /// Token ids (I32).
-    pub tokens: Tensor<'c>,
+    pub tokens: TensorId,
     /// Positions (I32).
-    pub positions: Tensor<'c>,
+    pub positions: TensorId,
     /// Per kind of layer (global, local): cache slot of each token (I32) and attention mask
     /// (F16, `n_kv` × tokens); `None` when the model has no layer of that kind.
-    pub slots: [Option<Tensor<'c>>; 2],
-    pub masks: [Option<Tensor<'c>>; 2],
+    pub slots: [Option<TensorId>; 2],
+    pub masks: [Option<TensorId>; 2],
     /// Rows whose logits are wanted (I32), when not all of them.
-    pub out_ids: Option<Tensor<'c>>,
+    pub out_ids: Option<TensorId>,
     /// Logits, vocab × outputs.
-    pub logits: Tensor<'c>,
+    pub logits: TensorId,
 }
 
 /// Nodes a graph of this config needs at most.
@@ -32,17 +44,22 @@ pub fn graph_size(c: &Config) -> usize {
     64 * c.n_layer + 64
 }
 
-/// Builds the graph for `n_tokens` tokens attending over `n_kv` cache slots per kind of
-/// layer, producing logits for `n_out` rows (all rows when `None`).
+/// Builds the graph of a batch of `shape.n_tokens` tokens attending over `shape.n_kv` cache
+/// slots per kind of layer, producing logits for `shape.n_out` rows. Attention is ggml's fused
+/// flash attention, or with `flash_attn` off softmax(q·kᵀ + mask)·v in three ops.
 pub fn build<'c>(
     ctx: &'c Context<'static>,
     c: &Config,
     w: &'c Weights<'_>,
     cache: &'c KvCache,
-    n_tokens: usize,
-    n_kv: [usize; 2],
-    n_out: Option<usize>,
-) -> Result<Forward<'c>> {
+    shape: BatchShape,
+    flash_attn: bool,
+) -> Result<Forward> {
+    let BatchShape {
+        n_tokens,
+        n_kv,
+        n_out,
+    } = shape;
     let mut graph = ctx.new_graph(graph_size(c))?;
     let weight = |id: TensorId| -> Tensor<'c> { w.ctx.resolve(id) };
     // RMSNorm; the GGUF stores Gemma's (1 + w) already.
@@ -100,26 +117,41 @@ pub fn build<'c>(
         graph.expand(ctx.set_rows(k_cache, ctx.reshape(k, &[dk * n_head_kv, b]), slot_ids)?);
         graph.expand(ctx.set_rows(v_cache, v, slot_ids)?);
         let n = n_kv[kind];
+        let head_stride =
+            |t: Tensor<'_>, d: usize| t.ty().row_bytes(d as u64).unwrap_or(0) as usize;
         let keys = ctx.view(
             k_cache,
             &[dk, n, n_head_kv],
-            &[k_cache.strides()[1], dk * 2],
+            &[k_cache.strides()[1], head_stride(k_cache, dk)],
             0,
         );
         let values = ctx.view(
             v_cache,
             &[dv, n, n_head_kv],
-            &[v_cache.strides()[1], dv * 2],
+            &[v_cache.strides()[1], head_stride(v_cache, dv)],
             0,
         );
-        let att = ctx.flash_attn_ext(
-            ctx.permute(q, [0, 2, 1, 3]),
-            keys,
-            values,
-            masks[kind],
-            1.0,
-            c.attn_softcap.unwrap_or(0.0),
-        );
+        let q = ctx.permute(q, [0, 2, 1, 3]);
+        let att = if flash_attn {
+            ctx.flash_attn_ext(
+                q,
+                keys,
+                values,
+                masks[kind],
+                1.0,
+                c.attn_softcap.unwrap_or(0.0),
+            )
+        } else {
+            // Scores (n_kv × tokens × heads); KV heads broadcast over their query heads.
+            let mut kq = ctx.mul_mat(keys, q);
+            if let Some(cap) = c.attn_softcap {
+                kq = ctx.scale(ctx.tanh(ctx.scale(kq, 1.0 / cap)), cap);
+            }
+            let kq = ctx.soft_max_ext(kq, masks[kind], 1.0);
+            let values_t = ctx.cont(ctx.permute(values, [1, 0, 2, 3]));
+            let kqv = ctx.mul_mat(values_t, kq);
+            ctx.cont(ctx.permute(kqv, [0, 2, 1, 3]))
+        };
         let mut a = ctx.mul_mat(weight(lw.wo), ctx.reshape(att, &[dv * n_head, b]));
         if let Some(pn) = lw.post_attn_norm {
             a = norm(a, pn);
@@ -154,13 +186,15 @@ pub fn build<'c>(
     }
     let logits = logits.set_output().set_name("logits");
     graph.expand(logits);
+    let id = |t: Tensor<'c>| ctx.id_of(t);
     Ok(Forward {
-        graph,
-        tokens,
-        positions,
-        slots,
-        masks,
-        out_ids,
-        logits,
+        shape,
+        graph: ctx.graph_id(&graph),
+        tokens: id(tokens),
+        positions: id(positions),
+        slots: slots.map(|t| t.map(id)),
+        masks: masks.map(|t| t.map(id)),
+        out_ids: out_ids.map(id),
+        logits: id(logits),
     })
 }

@@ -1,6 +1,7 @@
 //! The memory plan: what the weights, the KV cache and the compute buffers will take, next to
 //! what the machine has available.
 
+use super::kv_cache::CacheParams;
 use super::Config;
 use crate::gguf::Gguf;
 
@@ -66,14 +67,19 @@ impl PlanDims {
         })
     }
 
-    /// K and V cache bytes for `n_ctx` positions filled in batches of `n_batch`, at
-    /// `bytes_per_value` (2 for F16); local layers keep their window plus one batch.
-    pub fn kv_cache_bytes(&self, n_ctx: usize, n_batch: usize, bytes_per_value: usize) -> u64 {
-        let per_pos =
-            (self.n_head_kv * (self.head_dim_k + self.head_dim_v) * bytes_per_value) as u64;
+    /// K and V cache bytes for `n_ctx` positions filled in batches of `n_batch`, in the cache's
+    /// types; local layers keep their window plus one batch (unless `swa_full`).
+    pub fn kv_cache_bytes(&self, n_ctx: usize, n_batch: usize, cache: &CacheParams) -> u64 {
+        let head = |ty: crate::ggml::Type, d: usize| ty.row_bytes(d as u64).unwrap_or(2 * d as u64);
+        let per_pos = self.n_head_kv as u64
+            * (head(cache.type_k, self.head_dim_k) + head(cache.type_v, self.head_dim_v));
         self.layer_window
             .iter()
-            .map(|w| w.map_or(n_ctx, |w| (w + n_batch).min(n_ctx)) as u64 * per_pos)
+            .map(|w| match w {
+                Some(w) if !cache.swa_full => (w + n_batch).min(n_ctx),
+                _ => n_ctx,
+            } as u64
+                * per_pos)
             .sum()
     }
 
@@ -95,6 +101,7 @@ impl PlanDims {
 pub struct MemoryPlan {
     pub context: usize,
     pub batch: usize,
+    pub cache: CacheParams,
     /// Weight bytes, mapped from the file (not copied).
     pub weights_bytes: u64,
     pub kv_cache_bytes: u64,
@@ -105,20 +112,27 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    /// A plan for a context of `n_ctx` (capped at the model's training context) with an F16
-    /// KV cache and batches of `n_batch`.
-    pub fn new(dims: &PlanDims, weights_bytes: u64, n_ctx: usize, n_batch: usize) -> MemoryPlan {
+    /// A plan for a context of `n_ctx` (capped at the model's training context) with a KV
+    /// cache of `cache`'s types and batches of `n_batch`.
+    pub fn new(
+        dims: &PlanDims,
+        weights_bytes: u64,
+        n_ctx: usize,
+        n_batch: usize,
+        cache: CacheParams,
+    ) -> MemoryPlan {
         let context = if dims.n_ctx_train > 0 {
             n_ctx.min(dims.n_ctx_train)
         } else {
             n_ctx
         };
         let batch = n_batch.min(context).max(1);
-        let kv_cache_bytes = dims.kv_cache_bytes(context, batch, 2);
+        let kv_cache_bytes = dims.kv_cache_bytes(context, batch, &cache);
         let compute_bytes = dims.compute_bytes(batch);
         MemoryPlan {
             context,
             batch,
+            cache,
             weights_bytes,
             kv_cache_bytes,
             compute_bytes,
@@ -131,10 +145,63 @@ impl MemoryPlan {
     pub fn fits(&self) -> bool {
         self.available_bytes.is_none_or(|a| self.total_bytes <= a)
     }
+
+    /// Why a session of this plan is refused: the numbers, and what to change.
+    pub fn refusal(&self) -> String {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+        format!(
+            "not enough memory: weights {} + KV cache {} (context {}, {}/{}) + compute ~{} = {}, \
+             but only {} is available; use a smaller -c, a quantized cache (-ctk q8_0 -ctv q8_0) \
+             or a smaller model",
+            mib(self.weights_bytes),
+            mib(self.kv_cache_bytes),
+            self.context,
+            self.cache.type_k,
+            self.cache.type_v,
+            mib(self.compute_bytes),
+            mib(self.total_bytes),
+            mib(self.available_bytes.unwrap_or(0)),
+        )
+    }
 }
 
-/// `MemAvailable` from /proc/meminfo (Linux), in bytes.
+/// Memory available to this process, in bytes: `MemAvailable` from /proc/meminfo, or less when
+/// the process's cgroup (a container, a systemd slice) sets a lower limit.
+/// `GEMLET_MEMORY_LIMIT` (bytes, or with a K/M/G suffix) sets a budget below both.
 pub fn available_memory() -> Option<u64> {
+    let limit = std::env::var("GEMLET_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| parse_size(&v));
+    [meminfo_available(), cgroup_headroom(), limit]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// "123", "64K", "512M", "2G" (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// cgroup v2: `memory.max` minus `memory.current` of this process's cgroup.
+fn cgroup_headroom() -> Option<u64> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max" = no limit
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}
+
+fn meminfo_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -166,20 +233,46 @@ mod tests {
         // 3 global layers x 4096 positions + 15 local layers x (512 + batch 512), 1 KV head x
         // (256 + 256) x 2 B.
         let per_pos = 1024;
+        let f16 = CacheParams::default();
         assert_eq!(
-            d.kv_cache_bytes(4096, 512, 2),
+            d.kv_cache_bytes(4096, 512, &f16),
             (3 * 4096 + 15 * 1024) * per_pos
         );
         assert_eq!(
-            d.kv_cache_bytes(4096, 1, 2),
+            d.kv_cache_bytes(4096, 1, &f16),
             (3 * 4096 + 15 * 513) * per_pos
         );
-        assert_eq!(d.kv_cache_bytes(100, 512, 2), 18 * 100 * per_pos);
+        assert_eq!(d.kv_cache_bytes(100, 512, &f16), 18 * 100 * per_pos);
+        let full = CacheParams {
+            swa_full: true,
+            ..f16
+        };
+        assert_eq!(d.kv_cache_bytes(4096, 512, &full), 18 * 4096 * per_pos);
+        // q8_0: 34 bytes per 32 values, q4_0: 18.
+        let q = CacheParams {
+            type_k: crate::ggml::Type::Q8_0,
+            type_v: crate::ggml::Type::Q4_0,
+            swa_full: false,
+        };
+        assert_eq!(
+            d.kv_cache_bytes(4096, 512, &q),
+            (3 * 4096 + 15 * 1024) * (8 * 34 + 8 * 18)
+        );
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+        assert_eq!(parse_size("300M"), Some(300 << 20));
+        assert_eq!(parse_size(" 2g "), Some(2 << 30));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("99999999999999G"), None);
     }
 
     #[test]
     fn plan_caps_context_and_adds_up() {
-        let p = MemoryPlan::new(&gemma3_270m(), 1000, 1 << 20, 512);
+        let p = MemoryPlan::new(&gemma3_270m(), 1000, 1 << 20, 512, CacheParams::default());
         assert_eq!(p.context, 32_768);
         assert_eq!(p.total_bytes, 1000 + p.kv_cache_bytes + p.compute_bytes);
     }

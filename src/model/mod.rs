@@ -12,7 +12,7 @@ pub use census::{Census, Component};
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 pub use memory::{MemoryPlan, PlanDims};
 
-use crate::gguf::{Gguf, GgufError};
+use crate::gguf::{Gguf, GgufError, OpenOptions};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use std::path::Path;
 
@@ -27,7 +27,12 @@ impl Model {
     /// Maps the file, reads and validates the configuration and every weight's shape, and
     /// builds the tokenizer. Weights stay in the map.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-        let gguf = Gguf::open(path.as_ref())?;
+        Self::load_with(path, OpenOptions::default())
+    }
+
+    /// Like [`Model::load`], reading the file as `opts` says (`--no-mmap`, `--mlock`).
+    pub fn load_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Model> {
+        let gguf = Gguf::open_with(path.as_ref(), opts)?;
         let config = Config::from_gguf(&gguf)?;
         // Binding checks every tensor's presence and shape now, not at the first token.
         weights::Weights::bind(&gguf, &config)?;
@@ -56,6 +61,17 @@ impl Model {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// What a session with `params` will take: weights, KV cache, compute buffers.
+    pub fn memory_plan(&self, params: &crate::session::SessionParams) -> MemoryPlan {
+        MemoryPlan::new(
+            &PlanDims::from_config(&self.config),
+            Census::of(&self.gguf).weight_bytes,
+            params.n_ctx,
+            params.n_batch,
+            params.cache,
+        )
     }
 }
 

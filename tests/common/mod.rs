@@ -35,6 +35,43 @@ pub fn requantized_model(name: &str) -> PathBuf {
     path
 }
 
+/// llama.cpp's greedy run of the Q4_0 model without repacking, made on this machine by
+/// `scripts/llama-ref/same-cpu-ref.sh` (see there why it must be this CPU's). Fails, naming
+/// the command, when it is missing or was made on another CPU.
+pub fn same_cpu_reference() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let path = home.join(".cache/gemlet/refs/gemma3-270m-q4_0-no-repack-greedy.jsonl");
+    let stamp = std::fs::read_to_string(path.with_extension("jsonl.cpu")).unwrap_or_default();
+    assert!(
+        path.is_file() && stamp == cpu_signature(),
+        "{} is missing or was made on another CPU: make it with `scripts/build-llama-cpp.sh && \
+         scripts/llama-ref/same-cpu-ref.sh`",
+        path.display()
+    );
+    path
+}
+
+/// The first processor's "model name" and "flags" (or "Features") lines of /proc/cpuinfo, as
+/// same-cpu-ref.sh writes them.
+fn cpu_signature() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let first = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .map(str::to_string)
+    };
+    [
+        first("model name"),
+        first("flags").or_else(|| first("Features")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
 /// Serializes tests that run a model on several threads: cargo runs a file's tests in
 /// parallel, and ggml's worker threads spin while they wait, so two such tests on two cores
 /// slow each other down many times over.

@@ -1,0 +1,96 @@
+//! Generating a token allocates nothing: the graph of a one-token batch is built and its
+//! buffers allocated once, and reused for every token until the attended cache grows by a
+//! padding step (256 slots); inputs are written and logits read through buffers kept in the
+//! session. Counted with a global allocator that tallies every Rust allocation (ggml's own
+//! buffers are allocated once, at session start and when a graph is built).
+
+mod common;
+
+use gemlet::model::Model;
+use gemlet::session::{Session, SessionParams};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    // Per thread: the test harness runs other tests on other threads meanwhile.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    ALLOCATIONS.with(|c| c.set(c.get() + 1));
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn generating_a_token_allocates_nothing() {
+    for name in ["tiny-gemma-q8_0.gguf", "tiny-gemma3-f32.gguf"] {
+        let model = Model::load(common::fixture(&format!("tiny/{name}"))).unwrap();
+        let params = SessionParams {
+            n_ctx: 128,
+            n_batch: 16,
+            n_threads: 2,
+            ..SessionParams::default()
+        };
+        let mut s = Session::new(&model, params).unwrap();
+        let prompt: Vec<u32> = (0..20).map(|i| 10 + i).collect();
+        s.eval(&prompt).unwrap();
+        // The first token builds the one-token graph.
+        s.eval(&[7]).unwrap();
+        let built = s.graphs_built();
+        let before = allocations();
+        for i in 0..100 {
+            s.eval(&[(i % 200 + 10) as u32]).unwrap();
+            assert!(!s.logits().is_empty());
+        }
+        let allocations = allocations() - before;
+        eprintln!(
+            "{name}: {allocations} allocations over 100 tokens; {} graphs built in all",
+            s.graphs_built()
+        );
+        assert_eq!(allocations, 0, "{name}");
+        // 121 positions fit in one padding step of the attended cache: no graph rebuilt.
+        assert_eq!(s.graphs_built(), built, "{name}");
+    }
+}
+
+#[test]
+fn a_long_generation_builds_a_graph_per_padding_step() {
+    let _one = common::exclusive();
+    let model = Model::load(common::real_model()).unwrap();
+    let params = SessionParams {
+        n_ctx: 1024,
+        n_threads: 2,
+        ..SessionParams::default()
+    };
+    let mut s = Session::new(&model, params).unwrap();
+    s.eval(&[2, 818, 2255]).unwrap();
+    for i in 0..600u32 {
+        s.eval(&[1000 + i]).unwrap();
+    }
+    // The prompt's graph, then one per 256 global slots (3 steps to 603 positions); the local
+    // layers' ring saturates at 512 + 512 slots on the way, which shares those steps.
+    eprintln!("{} graphs for 601 evaluations", s.graphs_built());
+    assert!(s.graphs_built() <= 6, "{}", s.graphs_built());
+}
