@@ -267,10 +267,14 @@ impl Gguf {
                 // SAFETY: the map is read-only and private to this process. Like every
                 // mmap-based reader we assume nobody truncates or rewrites the model file while
                 // it is open.
+                // Populated: the page-table entries are made now, while the model loads, not
+                // by ~60k page faults inside the first prompt's matrix products (llama.cpp
+                // reaches the same state with a warm-up decode at load).
                 unsafe {
                     memmap2::MmapOptions::new()
                         .offset(offset)
                         .len(len)
+                        .populate()
                         .map(&file)
                 }
                 .map_err(io)?
