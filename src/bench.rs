@@ -2,6 +2,7 @@
 //! cache) and token generation (`tgN`: N tokens one at a time from an empty cache), timed over
 //! repetitions after a warm-up.
 
+use crate::sampling::SplitMix64;
 use crate::session::{Result, Session};
 use crate::tokenizer::TokenId;
 use std::time::Instant;
@@ -94,7 +95,7 @@ fn stddev(v: &[f64]) -> f64 {
 /// Token ids for the benchmark: a BOS, then uniformly random ids (as llama-bench), from a
 /// fixed-seed generator so every run evaluates the same tokens.
 pub struct Tokens {
-    state: u64,
+    rng: SplitMix64,
     n_vocab: u32,
     bos: Option<TokenId>,
 }
@@ -102,19 +103,14 @@ pub struct Tokens {
 impl Tokens {
     pub fn new(n_vocab: usize, bos: Option<TokenId>) -> Tokens {
         Tokens {
-            state: 0x9e37_79b9_7f4a_7c15,
+            rng: SplitMix64::new(0),
             n_vocab: n_vocab.max(1) as u32,
             bos,
         }
     }
 
     fn next_id(&mut self) -> TokenId {
-        // splitmix64
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % self.n_vocab as u64) as TokenId
+        (self.rng.next_u64() % self.n_vocab as u64) as TokenId
     }
 
     /// `n` ids, starting with BOS when the model has one.

@@ -42,9 +42,27 @@ impl SamplerParams {
     }
 }
 
+/// splitmix64: a small generator that gives the same sequence for a seed on every platform.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
 pub struct Sampler {
     params: SamplerParams,
-    rng: u64,
+    rng: SplitMix64,
     /// Tokens never sampled (llama.cpp's `--ignore-eos` bans the end-of-generation tokens).
     banned: Vec<TokenId>,
 }
@@ -53,7 +71,7 @@ impl Sampler {
     pub fn new(params: SamplerParams) -> Sampler {
         Sampler {
             params,
-            rng: params.seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix64::new(params.seed),
             banned: Vec::new(),
         }
     }
@@ -67,15 +85,9 @@ impl Sampler {
         &self.params
     }
 
-    /// A uniform number in [0, 1) (splitmix64: small, and the same sequence for a seed on every
-    /// platform).
+    /// A uniform number in [0, 1).
     fn uniform(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// The candidates (id, probability) that remain after the filters, most likely first,

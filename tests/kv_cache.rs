@@ -48,6 +48,20 @@ fn logits(model: &Model, params: SessionParams, tokens: &[u32], n_batch: usize) 
     out
 }
 
+/// The largest logit difference between two settings on the same tokens.
+fn settings_diff(
+    model: &Model,
+    a: SessionParams,
+    b: SessionParams,
+    tokens: &[u32],
+    n_batch: usize,
+) -> f32 {
+    max_abs_diff(
+        &logits(model, a, tokens, n_batch),
+        &logits(model, b, tokens, n_batch),
+    )
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -96,10 +110,7 @@ fn ring_cache_equals_full_cache_past_the_window() {
                     < Session::new(&model, full).unwrap().memory_bytes().0,
                 "{name}: the ring is smaller"
             );
-            let d = max_abs_diff(
-                &logits(&model, base, &t, n_batch),
-                &logits(&model, full, &t, n_batch),
-            );
+            let d = settings_diff(&model, base, full, &t, n_batch);
             eprintln!("{name} batch {n_batch}: ring vs full max {d:.2e}");
             assert!(d <= 1e-3, "{name} batch {n_batch}: {d}");
         }
@@ -234,10 +245,7 @@ fn attention_without_flash_attention_agrees() {
         };
         for n_batch in [1, 40] {
             // F16 K/V either way; flash attention rounds its accumulators differently.
-            let d = max_abs_diff(
-                &logits(&model, on, &t, n_batch),
-                &logits(&model, off, &t, n_batch),
-            );
+            let d = settings_diff(&model, on, off, &t, n_batch);
             eprintln!("{name} batch {n_batch}: flash attention on vs off max {d:.2e}");
             assert!(d <= 1e-2, "{name}: {d}");
         }

@@ -94,10 +94,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         force: false,
     };
     let mut session = Session::new(&model, params)?;
+    let census = Census::of(model.gguf());
     let run = Run {
         path: &path,
-        model_type: model_type(&model),
-        census: Census::of(model.gguf()),
+        model_type: model_type(&model, &census),
+        census,
         params: session.params(),
         mmap: args.mmap,
     };
@@ -129,12 +130,12 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
 }
 
 /// llama-bench's "model" column: architecture, size label, file type ("gemma3 270M Q4_K_M").
-fn model_type(model: &Model) -> String {
+fn model_type(model: &Model, census: &Census) -> String {
     let g = model.gguf();
     let size = g
         .get_str("general.size_label")
         .map(|s| s.to_uppercase())
-        .unwrap_or_else(|_| super::fmt::short_count(Census::of(g).parameter_count));
+        .unwrap_or_else(|_| super::fmt::short_count(census.parameter_count));
     let ftype = g
         .get_u32("general.file_type")
         .ok()

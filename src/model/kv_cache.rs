@@ -76,7 +76,6 @@ struct Kind {
 
 impl Kind {
     fn new(size: usize, window: Option<usize>, pad: usize, max_batch: usize) -> Kind {
-        let n_kv_max = size.min(size.div_ceil(pad) * pad);
         Kind {
             size,
             window,
@@ -84,7 +83,8 @@ impl Kind {
             slot_pos: vec![-1; size],
             used: 0,
             slots: Vec::with_capacity(max_batch),
-            mask: Vec::with_capacity(n_kv_max * max_batch),
+            // A batch attends over at most every slot.
+            mask: Vec::with_capacity(size * max_batch),
             n_kv: 0,
         }
     }
@@ -182,21 +182,19 @@ impl KvCache {
             Kind::new(n_ctx, None, KV_PAD, n_batch),
             Kind::new(local_size, c.sliding_window, KV_PAD, n_batch),
         ];
+        let kind_of = |il: usize| if c.is_local(il) { LOCAL } else { GLOBAL };
         let bytes: usize = (0..c.n_layer)
-            .map(|il| {
-                let size = kinds[usize::from(c.is_local(il))].size;
-                size * c.n_head_kv * (k_head + v_head) + 512
-            })
+            .map(|il| kinds[kind_of(il)].size * c.n_head_kv * (k_head + v_head) + 512)
             .sum();
         // Zeroed, and resident only where written: masked slots are skipped, but never hold NaN
         // bit patterns either.
         let ctx = Context::new_zeroed(bytes + 2 * c.n_layer * Context::tensor_overhead())?;
+        let k_row = c.n_head_kv * c.head_dim_k;
+        let v_row = c.n_head_kv * c.head_dim_v;
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
-            let kind = if c.is_local(il) { LOCAL } else { GLOBAL };
+            let kind = kind_of(il);
             let size = kinds[kind].size;
-            let k_row = c.n_head_kv * c.head_dim_k;
-            let v_row = c.n_head_kv * c.head_dim_v;
             let k = ctx.new_tensor(params.type_k, &[k_row, size], &format!("cache_k_l{il}"))?;
             let v = ctx.new_tensor(params.type_v, &[v_row, size], &format!("cache_v_l{il}"))?;
             layers.push(LayerCache {
