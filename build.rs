@@ -226,10 +226,9 @@ fn main() {
         ("GGML_SCHED_MAX_COPIES", Some("4")),
         ("GGML_USE_CPU", None),
         ("GGML_USE_LLAMAFILE", None),
+        // Registers the CPU_REPACK buffer type; weights move there only on `--repack`.
+        ("GGML_USE_CPU_REPACK", None),
     ];
-    if env::var_os("CARGO_FEATURE_REPACK").is_some() {
-        defines.push(("GGML_USE_CPU_REPACK", None));
-    }
     if target.os == "linux" || target.os == "android" {
         defines.push(("_GNU_SOURCE", None));
     }
@@ -375,11 +374,19 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     "ggml_threadpool_(new|free)",
     "ggml_threadpool_params_default",
     "ggml_cpu_init",
+    "ggml_log_set",
     "ggml_cpu_has_.*",
     "ggml_set_(input|output)",
     // graph allocation: one reused compute buffer
     "ggml_gallocr_(new|free|alloc_graph|reserve|get_buffer_size)",
     "ggml_backend_cpu_buffer_type",
+    // repacked weights (`--repack`): ggml's CPU_REPACK buffer type, found through the registry
+    "ggml_backend_cpu_reg",
+    "ggml_backend_reg_(get_proc_address|dev_get)",
+    "ggml_backend_dev_supports_op",
+    "ggml_backend_buft_(alloc_buffer|get_alignment|name)",
+    "ggml_backend_buffer_(free|get_base)",
+    "ggml_backend_tensor_(alloc|set)",
     // quantization
     "ggml_quantize_(init|chunk|requires_imatrix)",
     "ggml_get_type_traits",
@@ -396,7 +403,7 @@ fn generate_bindings(manifest: &Path, ggml: &Path, target: &Target) {
         .header(manifest.join("bindgen/wrapper.h").to_string_lossy())
         .clang_arg(format!("-I{}", ggml.join("include").display()))
         .allowlist_function(ALLOWED_FUNCTIONS.join("|"))
-        .allowlist_var("GGML_(TYPE|STATUS|ROPE_TYPE|PREC)_.*|GGML_MAX_(DIMS|SRC|NAME|OP_PARAMS)")
+        .allowlist_var("GGML_(TYPE|STATUS|ROPE_TYPE|PREC|LOG_LEVEL)_.*|GGML_MAX_(DIMS|SRC|NAME|OP_PARAMS)")
         .prepend_enum_name(false)
         .layout_tests(false)
         .derive_default(true)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gemlet against the llama.cpp reference, side by side in one run, on the same models and
-# thread counts: llama-bench and `gemlet bench` alternately (pp and tg, t/s), peak RSS and time
-# to first token of a 2048-context run (a ~64-token prompt, 128 generated), the machine's
+# thread counts: llama-bench and `gemlet bench` (as it starts, and with --repack) alternately
+# (pp and tg, t/s), peak RSS and time to first token of a 2048-context run (a ~64-token
+# prompt, 128 generated), the machine's
 # memory read bandwidth and the fraction of it token generation reaches. Prints the ratios
 # gemlet / llama.cpp. Performance is reported here, never asserted in tests.
 #
@@ -80,12 +81,19 @@ for model in $models; do
         >"$work/$tag.llama.$i.json" 2>/dev/null
       "$GEMLET" bench -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
         >"$work/$tag.gemlet.$i.json"
+      "$GEMLET" bench -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
+        --repack 1 >"$work/$tag.gemlet-repack.$i.json"
     done
-    # Peak RSS and time to first token, 2048 context, 128 tokens generated past EOS.
-    /usr/bin/time -v "$bin/llama-completion" -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
-      --ignore-eos -no-cnv -p "$prompt" >"$work/$tag.llama.out" 2>"$work/$tag.llama.err" </dev/null
-    /usr/bin/time -v "$GEMLET" generate -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
-      --ignore-eos --json -p "$prompt" >"$work/$tag.gemlet.out" 2>"$work/$tag.gemlet.err"
+    # Peak RSS and time to first token, 2048 context, 128 tokens generated past EOS; one run of
+    # each per round, alternating, and the medians are reported.
+    for i in $(seq "$rounds"); do
+      /usr/bin/time -v "$bin/llama-completion" -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
+        --ignore-eos -no-cnv -p "$prompt" >"$work/$tag.llama.$i.out" 2>"$work/$tag.llama.$i.err" </dev/null
+      /usr/bin/time -v "$GEMLET" generate -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
+        --ignore-eos --json -p "$prompt" >"$work/$tag.gemlet.$i.out" 2>"$work/$tag.gemlet.$i.err"
+      /usr/bin/time -v "$GEMLET" generate -m "$model" -t "$t" -c 2048 -n 128 --temp 0 --repack \
+        --ignore-eos --json -p "$prompt" >"$work/$tag.gemlet-repack.$i.out" 2>"$work/$tag.gemlet-repack.$i.err"
+    done
     echo "$tag" >>"$work/tags"
   done
 done
@@ -111,41 +119,62 @@ def bench(tag, tool):
         i += 1
     return out, size
 
+def runs(tag, tool, f):
+    """f over every round's run of `generate`/llama-completion, median."""
+    xs, i = [], 1
+    while True:
+        try:
+            xs.append(f(open(f"{work}/{tag}.{tool}.{i}.err").read(), f"{work}/{tag}.{tool}.{i}.out"))
+        except FileNotFoundError:
+            break
+        i += 1
+    return statistics.median(xs) if xs else float("nan")
+
 def rss_mb(tag, tool):
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(f"{work}/{tag}.{tool}.err").read())
-    return int(m.group(1)) / 1024 if m else float("nan")
+    def one(err, _):
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
+        return int(m.group(1)) / 1024 if m else float("nan")
+    return runs(tag, tool, one)
 
 def ttft_ms(tag, tool):
-    if tool == "gemlet":
-        return json.load(open(f"{work}/{tag}.gemlet.out"))["timings"]["time_to_first_token_ms"]
-    # llama.cpp: the prompt's evaluation (the first token is sampled right after it).
-    m = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", open(f"{work}/{tag}.llama.err").read())
-    return float(m.group(1)) if m else float("nan")
+    def one(err, out):
+        if tool.startswith("gemlet"):
+            return json.load(open(out))["timings"]["time_to_first_token_ms"]
+        # llama.cpp: the prompt's evaluation (the first token is sampled right after it).
+        m = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", err)
+        return float(m.group(1)) if m else float("nan")
+    return runs(tag, tool, one)
 
 def fmt(xs):
     return f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:5.2f}"
 
-print("| model, threads | measure | llama.cpp | gemlet | gemlet / llama.cpp |")
-print("| --- | --- | ---: | ---: | ---: |")
+# gemlet as it starts by default (weights used from the map as they are) and with --repack
+# (llama.cpp's default, which llama-bench and llama-completion run here).
+print("| model, threads | measure | llama.cpp | gemlet | gemlet / llama.cpp | gemlet --repack | --repack / llama.cpp |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 fractions = []
 for tag in tags:
     lb, size = bench(tag, "llama")
     gb, _ = bench(tag, "gemlet")
+    rb, _ = bench(tag, "gemlet-repack")
     for test in lb:
-        l, g = lb[test], gb.get(test, [float("nan")])
-        print(f"| {tag} | {test} t/s | {fmt(l)} | {fmt(g)} | {statistics.mean(g) / statistics.mean(l):.3f} |")
+        l = lb[test]
+        g, r = gb.get(test, [float("nan")]), rb.get(test, [float("nan")])
+        ml = statistics.mean(l)
+        print(f"| {tag} | {test} t/s | {fmt(l)} | {fmt(g)} | {statistics.mean(g) / ml:.3f} "
+              f"| {fmt(r)} | {statistics.mean(r) / ml:.3f} |")
         if test.startswith("tg"):
             # Every weight is read once per generated token (the output head is the tied
             # embedding, so it too is read whole).
-            fractions.append((tag, size, statistics.mean(l), statistics.mean(g)))
-    lr, gr = rss_mb(tag, "llama"), rss_mb(tag, "gemlet")
-    print(f"| {tag} | peak RSS, -c 2048, MB | {lr:8.1f} | {gr:8.1f} | {gr / lr:.3f} |")
-    lt, gt = ttft_ms(tag, "llama"), ttft_ms(tag, "gemlet")
-    print(f"| {tag} | time to first token, ms | {lt:8.1f} | {gt:8.1f} | {gt / lt:.3f} |")
+            fractions.append((tag, size, ml, statistics.mean(g), statistics.mean(r)))
+    for name, f, unit in (("peak RSS, -c 2048", rss_mb, "MB"), ("time to first token", ttft_ms, "ms")):
+        l, g, r = f(tag, "llama"), f(tag, "gemlet"), f(tag, "gemlet-repack")
+        print(f"| {tag} | {name}, {unit} (median) | {l:8.1f} | {g:8.1f} | {g / l:.3f} | {r:8.1f} | {r / l:.3f} |")
 print()
 print(f"memory read bandwidth: {bw:.1f} GB/s")
-for tag, size, l, g in fractions:
+for tag, size, l, g, r in fractions:
     print(f"{tag}: {size / 1e6:.0f} MB of weights per token; tg reaches "
           f"llama.cpp {size * l / 1e9:.1f} GB/s ({100 * size * l / 1e9 / bw:.0f}%), "
-          f"gemlet {size * g / 1e9:.1f} GB/s ({100 * size * g / 1e9 / bw:.0f}%)")
+          f"gemlet {size * g / 1e9:.1f} GB/s ({100 * size * g / 1e9 / bw:.0f}%), "
+          f"gemlet --repack {size * r / 1e9:.1f} GB/s ({100 * size * r / 1e9 / bw:.0f}%)")
 EOF

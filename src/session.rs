@@ -49,6 +49,10 @@ pub struct SessionParams {
     pub flash_attn: bool,
     /// Start even when the memory plan says the session will not fit in available memory.
     pub force: bool,
+    /// Repack the matrices ggml's CPU kernels have an interleaved layout for (llama.cpp's
+    /// `--repack`): faster prompts, a load-time copy. Off, weights are used from the map as
+    /// they are.
+    pub repack: bool,
 }
 
 impl Default for SessionParams {
@@ -60,6 +64,7 @@ impl Default for SessionParams {
             cache: CacheParams::default(),
             flash_attn: true,
             force: false,
+            repack: false,
         }
     }
 }
@@ -135,7 +140,7 @@ impl<'m> Session<'m> {
         }
         Ok(Session {
             model,
-            weights: Weights::bind(model.gguf(), c)?,
+            weights: Weights::bind(model.gguf(), c, params.repack)?,
             cache: KvCache::new(c, n_ctx, n_batch, params.cache)?,
             exec: Executor::new(params.n_threads)?,
             alloc: Allocator::new()?,
@@ -153,6 +158,11 @@ impl<'m> Session<'m> {
     /// Graphs built so far: one per batch shape, not one per token.
     pub fn graphs_built(&self) -> usize {
         self.graphs_built
+    }
+
+    /// Matrices this session's weights hold repacked, and their bytes (`repack`).
+    pub fn repacked(&self) -> (usize, usize) {
+        self.weights.repacked
     }
 
     pub fn model(&self) -> &'m Model {

@@ -71,11 +71,12 @@ fn cases(file: &str) -> Vec<Case> {
         .collect()
 }
 
-fn params(n_threads: usize) -> SessionParams {
+fn params(n_threads: usize, repack: bool) -> SessionParams {
     SessionParams {
         n_ctx: 2048,
         n_batch: 512,
         n_threads,
+        repack,
         ..SessionParams::default()
     }
 }
@@ -91,7 +92,13 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-fn check_file(model: std::path::PathBuf, file: &str, logit_tol: f32, n_threads: usize) {
+fn check_file(
+    model: std::path::PathBuf,
+    file: &str,
+    logit_tol: f32,
+    n_threads: usize,
+    repack: bool,
+) {
     let _one_at_a_time = common::exclusive();
     let model = Model::load(model).unwrap();
     let tok = model.tokenizer();
@@ -107,7 +114,7 @@ fn check_file(model: std::path::PathBuf, file: &str, logit_tol: f32, n_threads: 
         );
 
         // Teacher forcing: the prompt, then the reference's own tokens one at a time.
-        let mut s = Session::new(&model, params(n_threads)).unwrap();
+        let mut s = Session::new(&model, params(n_threads, repack)).unwrap();
         s.eval(&c.prompt_ids).unwrap();
         let mut rows = vec![s.logits().to_vec()];
         for &t in &c.greedy_ids[..c.greedy_ids.len() - 1] {
@@ -144,7 +151,7 @@ fn check_file(model: std::path::PathBuf, file: &str, logit_tol: f32, n_threads: 
         }
 
         // Free-running greedy.
-        let mut s = Session::new(&model, params(n_threads)).unwrap();
+        let mut s = Session::new(&model, params(n_threads, repack)).unwrap();
         s.eval(&c.prompt_ids).unwrap();
         let mut sampler = Sampler::new(SamplerParams::greedy());
         let ids = s
@@ -191,6 +198,7 @@ fn q4_k_m_matches_llama_cpp_flash_attention_on() {
         "gemma3-270m-greedy.jsonl",
         LOGIT_TOL,
         2,
+        false,
     );
 }
 
@@ -201,6 +209,7 @@ fn q4_k_m_matches_llama_cpp_flash_attention_off() {
         "gemma3-270m-greedy-fa-off.jsonl",
         LOGIT_TOL,
         2,
+        false,
     );
 }
 
@@ -211,6 +220,7 @@ fn q8_0_matches_llama_cpp() {
         "gemma3-270m-q8_0-greedy.jsonl",
         LOGIT_TOL,
         2,
+        false,
     );
 }
 
@@ -221,6 +231,7 @@ fn q4_0_matches_llama_cpp() {
         "gemma3-270m-q4_0-greedy.jsonl",
         LOGIT_TOL_Q4_0,
         2,
+        false,
     );
 }
 
@@ -233,8 +244,35 @@ fn q4_0_matches_llama_cpp() {
 fn q4_0_matches_llama_cpp_same_kernels() {
     check_file(
         common::requantized_model("gemma-3-270m-q4_0.gguf"),
-        common::same_cpu_reference().to_str().unwrap(),
+        common::same_cpu_reference(false).to_str().unwrap(),
         0.01,
         1,
+        false,
+    );
+}
+
+/// `--repack` against llama.cpp with repacking on (its default), both on this CPU: the same
+/// interleaved Q4_0 kernels, so again agreement to float rounding.
+#[test]
+fn q4_0_repacked_matches_llama_cpp_repacked_same_kernels() {
+    check_file(
+        common::requantized_model("gemma-3-270m-q4_0.gguf"),
+        common::same_cpu_reference(true).to_str().unwrap(),
+        0.01,
+        1,
+        true,
+    );
+}
+
+/// `--repack` on the Q4_K_M file against the fixture (llama.cpp, repacking on, another CPU):
+/// the cross-CPU tolerance.
+#[test]
+fn q4_k_m_repacked_matches_llama_cpp() {
+    check_file(
+        common::real_model(),
+        "gemma3-270m-greedy.jsonl",
+        LOGIT_TOL,
+        2,
+        true,
     );
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# llama.cpp's greedy run of the Q4_0 model with weight repacking off -- the kernels gemlet
-# uses -- made on THIS machine, for tests/real_model_greedy.rs's same-kernels test.
+# llama.cpp's greedy runs of the Q4_0 model with weight repacking off and on -- the kernels
+# gemlet runs by default and with --repack -- made on THIS machine, for
+# tests/real_model_greedy.rs's same-kernels tests.
 #
 # Why on this machine: ggml's kernels sum in a different order on different CPUs (AVX2 or
 # AVX-512, their widths and tile sizes), and over 18 layers that moves logits by up to 2 (measured:
@@ -8,8 +9,8 @@
 # and llama.cpp run the same code on the same inputs, and agree to float rounding.
 #
 # usage: scripts/llama-ref/same-cpu-ref.sh [OUT_DIR]   (default ~/.cache/gemlet/refs)
-# Writes OUT_DIR/gemma3-270m-q4_0-no-repack-greedy.jsonl and a .cpu stamp (the CPU's model
-# name and flags); skips the run when the stamp matches this CPU. Needs the llama.cpp tools
+# Writes OUT_DIR/gemma3-270m-q4_0-no-repack-greedy.jsonl and -repack-greedy.jsonl, each with a
+# .cpu stamp (the CPU's model name and flags); skips a run when its stamp matches this CPU. Needs the llama.cpp tools
 # (scripts/build-llama-cpp.sh) and the Q4_0 model (LLAMA_QUANTIZE=... scripts/fetch-model.sh).
 # ref.cpp is ../shared/tools/llama-ref/ref.cpp; the prompts come from the fixture of the same
 # run made elsewhere (tests/fixtures/gemma3-270m-q4_0-no-repack-greedy.jsonl).
@@ -19,13 +20,13 @@ root="$(cd "$here/../.." && pwd)"
 out_dir="${1:-$HOME/.cache/gemlet/refs}"
 llama="${LLAMA_DIR:-$HOME/.cache/llama-cpp-ref}"
 model="${GEMLET_MODELS:-$HOME/.cache/gemlet/models}/gemma-3-270m-q4_0.gguf"
-out="$out_dir/gemma3-270m-q4_0-no-repack-greedy.jsonl"
 mkdir -p "$out_dir"
 
 # The same signature tests/common computes: the first processor's model name and flags.
 cpu="$(awk -F': ' '/^model name/ && !m {print; m=1} /^(flags|Features)/ && !f {print; f=1}' /proc/cpuinfo)"
-if [ -f "$out" ] && [ "$(cat "$out.cpu" 2>/dev/null)" = "$cpu" ]; then
-  echo "$out is this CPU's (skipping)"
+fresh() { [ -f "$1" ] && [ "$(cat "$1.cpu" 2>/dev/null)" = "$cpu" ]; }
+if fresh "$out_dir/gemma3-270m-q4_0-no-repack-greedy.jsonl" && fresh "$out_dir/gemma3-270m-q4_0-repack-greedy.jsonl"; then
+  echo "$out_dir: the references are this CPU's (skipping)"
   exit 0
 fi
 [ -f "$model" ] || { echo "missing $model: LLAMA_QUANTIZE=... scripts/fetch-model.sh" >&2; exit 1; }
@@ -35,9 +36,13 @@ if [ ! -x "$ref" ] || [ "$here/ref.cpp" -nt "$ref" ]; then
   ${CXX:-g++} -O2 -std=c++17 -I"$SRC_DIR/include" -I"$SRC_DIR/ggml/include" "$here/ref.cpp" \
     -o "$ref" -L"$BIN_DIR" -lllama -lggml -lggml-base -Wl,-rpath,"$BIN_DIR"
 fi
-python3 - "$ref" "$model" "$root/tests/fixtures/gemma3-270m-q4_0-no-repack-greedy.jsonl" "$out.tmp" <<'PY'
+for repack in 0 1; do
+name=$([ "$repack" = 1 ] && echo repack || echo no-repack)
+out="$out_dir/gemma3-270m-q4_0-$name-greedy.jsonl"
+fresh "$out" && continue
+python3 - "$ref" "$model" "$root/tests/fixtures/gemma3-270m-q4_0-no-repack-greedy.jsonl" "$out.tmp" "$repack" <<'PY'
 import json, os, subprocess, sys, tempfile
-ref, model, prompts, out = sys.argv[1:]
+ref, model, prompts, out, repack = sys.argv[1:]
 lines = []
 with tempfile.TemporaryDirectory() as td:
     for line in open(prompts, encoding="utf-8"):
@@ -46,9 +51,9 @@ with tempfile.TemporaryDirectory() as td:
         with open(pf, "wb") as f:
             f.write(case["prompt"].encode("utf-8"))
         # The settings of the fixture: 1 thread, context 2048, batch 512, top-10 logits at 5
-        # positions, repacking off.
+        # positions; repacking as asked.
         cmd = [ref, "-m", model, "-f", pf, "-n", str(case["n_predict"]), "-t", "1", "-c", "2048",
-               "-b", "512", "--top-k", "10", "--top-pos", "5", "--fa", "auto", "--repack", "0",
+               "-b", "512", "--top-k", "10", "--top-pos", "5", "--fa", "auto", "--repack", repack,
                "--label", case["id"]]
         r = subprocess.run(cmd, capture_output=True, check=True)
         obj = json.loads(r.stdout.decode("utf-8"))
@@ -60,3 +65,4 @@ PY
 mv "$out.tmp" "$out"
 printf '%s' "$cpu" >"$out.cpu"
 echo "wrote $out"
+done

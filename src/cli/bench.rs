@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Map the model (1) or read it into memory (0); also -mmp.
     #[arg(long = "mmap", default_value = "1", value_parser = on_off, action = clap::ArgAction::Set)]
     pub mmap: bool,
+    /// Repack weights for this CPU's kernels (1) or use them from the map as they are (0, the
+    /// default; llama-bench defaults to 1).
+    #[arg(long = "repack", default_value = "0", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub repack: bool,
     /// Skip the warm-up run.
     #[arg(long = "no-warmup")]
     pub no_warmup: bool,
@@ -92,6 +96,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         cache: args.cache.params(),
         flash_attn: args.flash_attn,
         force: false,
+        repack: args.repack,
     };
     let mut session = Session::new(&model, params)?;
     let census = Census::of(model.gguf());
@@ -160,6 +165,9 @@ fn extra_columns(run: &Run<'_>) -> Vec<(&'static str, String)> {
     }
     if !run.mmap {
         cols.push(("mmap", "0".to_string()));
+    }
+    if p.repack {
+        cols.push(("repack", "1".to_string()));
     }
     cols
 }
@@ -263,7 +271,7 @@ fn json_row(run: &Run<'_>, s: &Samples) -> serde_json::Value {
         "n_gpu_layers": 0,
         "flash_attn": i32::from(p.flash_attn),
         "use_mmap": run.mmap,
-        "repack": false,
+        "repack": p.repack,
         "embeddings": false,
         "n_prompt": s.test.n_prompt(),
         "n_gen": s.test.n_gen(),

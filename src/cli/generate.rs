@@ -78,13 +78,26 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
                 "generate_tokens_per_s": gen_tps,
                 "threads": session.params().n_threads,
             },
+            "repacked": {
+                "tensors": session.repacked().0,
+                "bytes": session.repacked().1,
+            },
         });
         drop(out);
         super::print(&format!("{j}\n"))?;
     } else {
         let _ = writeln!(out);
+        let (n_repacked, repacked_bytes) = session.repacked();
+        let repacked = if args.model.repack {
+            format!(
+                " | {n_repacked} matrices repacked ({:.1} MiB)",
+                repacked_bytes as f64 / 1048576.0
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "\nload {load_ms:.0} ms | prompt {} tokens, {prompt_tps:.1} t/s | generated {} tokens, {gen_tps:.1} t/s | {} threads",
+            "\nload {load_ms:.0} ms | prompt {} tokens, {prompt_tps:.1} t/s | generated {} tokens, {gen_tps:.1} t/s | {} threads{repacked}",
             prompt_ids.len(),
             ids.len(),
             session.params().n_threads

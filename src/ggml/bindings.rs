@@ -6,8 +6,16 @@ pub type ggml_status = ::std::os::raw::c_int;
 pub type ggml_fp16_t = u16;
 pub type ggml_type = ::std::os::raw::c_uint;
 pub type ggml_op = ::std::os::raw::c_uint;
+pub type ggml_log_level = ::std::os::raw::c_uint;
 pub type ggml_abort_callback =
     ::std::option::Option<unsafe extern "C" fn(data: *mut ::std::os::raw::c_void) -> bool>;
+pub type ggml_log_callback = ::std::option::Option<
+    unsafe extern "C" fn(
+        level: ggml_log_level,
+        text: *const ::std::os::raw::c_char,
+        user_data: *mut ::std::os::raw::c_void,
+    ),
+>;
 pub type ggml_to_float_t = ::std::option::Option<
     unsafe extern "C" fn(x: *const ::std::os::raw::c_void, y: *mut f32, k: i64),
 >;
@@ -16,7 +24,10 @@ pub type ggml_from_float_t = ::std::option::Option<
 >;
 pub type ggml_sched_priority = ::std::os::raw::c_int;
 pub type ggml_backend_buffer_type_t = *mut ggml_backend_buffer_type;
+pub type ggml_backend_buffer_t = *mut ggml_backend_buffer;
 pub type ggml_gallocr_t = *mut ggml_gallocr;
+pub type ggml_backend_reg_t = *mut ggml_backend_reg;
+pub type ggml_backend_dev_t = *mut ggml_backend_device;
 #[repr(C)]
 #[derive(Debug)]
 pub struct ggml_context {
@@ -86,6 +97,16 @@ pub struct ggml_backend_buffer_type {
 #[repr(C)]
 #[derive(Debug)]
 pub struct ggml_gallocr {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug)]
+pub struct ggml_backend_reg {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug)]
+pub struct ggml_backend_device {
     _unused: [u8; 0],
 }
 #[repr(C)]
@@ -255,6 +276,12 @@ pub const GGML_OP_OPT_STEP_ADAMW: ggml_op = 98;
 pub const GGML_OP_OPT_STEP_SGD: ggml_op = 99;
 pub const GGML_OP_GLU: ggml_op = 100;
 pub const GGML_OP_COUNT: ggml_op = 101;
+pub const GGML_LOG_LEVEL_NONE: ggml_log_level = 0;
+pub const GGML_LOG_LEVEL_DEBUG: ggml_log_level = 1;
+pub const GGML_LOG_LEVEL_INFO: ggml_log_level = 2;
+pub const GGML_LOG_LEVEL_WARN: ggml_log_level = 3;
+pub const GGML_LOG_LEVEL_ERROR: ggml_log_level = 4;
+pub const GGML_LOG_LEVEL_CONT: ggml_log_level = 5;
 pub const GGML_SCHED_PRIO_LOW: ggml_sched_priority = -1;
 pub const GGML_SCHED_PRIO_NORMAL: ggml_sched_priority = 0;
 pub const GGML_SCHED_PRIO_MEDIUM: ggml_sched_priority = 1;
@@ -486,6 +513,7 @@ unsafe extern "C" {
     pub fn ggml_graph_node(cgraph: *mut ggml_cgraph, i: ::std::os::raw::c_int) -> *mut ggml_tensor;
     pub fn ggml_graph_n_nodes(cgraph: *mut ggml_cgraph) -> ::std::os::raw::c_int;
     pub fn ggml_graph_overhead_custom(size: usize, grads: bool) -> usize;
+    pub fn ggml_log_set(log_callback: ggml_log_callback, user_data: *mut ::std::os::raw::c_void);
     pub fn ggml_quantize_init(type_: ggml_type);
     pub fn ggml_quantize_requires_imatrix(type_: ggml_type) -> bool;
     pub fn ggml_quantize_chunk(
@@ -509,6 +537,36 @@ unsafe extern "C" {
         galloc: ggml_gallocr_t,
         buffer_id: ::std::os::raw::c_int,
     ) -> usize;
+    pub fn ggml_backend_buft_name(
+        buft: ggml_backend_buffer_type_t,
+    ) -> *const ::std::os::raw::c_char;
+    pub fn ggml_backend_buft_alloc_buffer(
+        buft: ggml_backend_buffer_type_t,
+        size: usize,
+    ) -> ggml_backend_buffer_t;
+    pub fn ggml_backend_buft_get_alignment(buft: ggml_backend_buffer_type_t) -> usize;
+    pub fn ggml_backend_buffer_free(buffer: ggml_backend_buffer_t);
+    pub fn ggml_backend_buffer_get_base(
+        buffer: ggml_backend_buffer_t,
+    ) -> *mut ::std::os::raw::c_void;
+    pub fn ggml_backend_tensor_set(
+        tensor: *mut ggml_tensor,
+        data: *const ::std::os::raw::c_void,
+        offset: usize,
+        size: usize,
+    );
+    pub fn ggml_backend_dev_supports_op(device: ggml_backend_dev_t, op: *const ggml_tensor)
+    -> bool;
+    pub fn ggml_backend_reg_dev_get(reg: ggml_backend_reg_t, index: usize) -> ggml_backend_dev_t;
+    pub fn ggml_backend_reg_get_proc_address(
+        reg: ggml_backend_reg_t,
+        name: *const ::std::os::raw::c_char,
+    ) -> *mut ::std::os::raw::c_void;
+    pub fn ggml_backend_tensor_alloc(
+        buffer: ggml_backend_buffer_t,
+        tensor: *mut ggml_tensor,
+        addr: *mut ::std::os::raw::c_void,
+    ) -> ggml_status;
     pub fn ggml_backend_cpu_buffer_type() -> ggml_backend_buffer_type_t;
     pub fn ggml_threadpool_new(params: *mut ggml_threadpool_params) -> *mut ggml_threadpool;
     pub fn ggml_threadpool_free(threadpool: *mut ggml_threadpool);
@@ -545,4 +603,5 @@ unsafe extern "C" {
     pub fn ggml_cpu_has_wasm_simd() -> ::std::os::raw::c_int;
     pub fn ggml_cpu_has_llamafile() -> ::std::os::raw::c_int;
     pub fn ggml_cpu_init();
+    pub fn ggml_backend_cpu_reg() -> ggml_backend_reg_t;
 }

@@ -26,6 +26,8 @@ pub struct Context<'d> {
     borrowed: RefCell<Vec<(usize, usize)>>,
     /// The arena, when Rust owns it ([`Context::new_zeroed`]); dropped after ggml_free.
     _arena: Option<Vec<u128>>,
+    /// Backend buffers tensors were moved into ([`Context::repack`]).
+    buffers: RefCell<Vec<super::repack::Buffer>>,
     // Invariant in 'd: a covariant marker would let `&Context<'long>` shrink to a shorter 'd
     // and accept data that dies before the context does.
     _data: PhantomData<Cell<&'d [u8]>>,
@@ -120,12 +122,18 @@ impl<'d> Context<'d> {
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             borrowed: RefCell::new(Vec::new()),
             _arena: arena,
+            buffers: RefCell::new(Vec::new()),
             _data: PhantomData,
         })
     }
 
     pub(super) fn raw(&self) -> *mut sys::ggml_context {
         self.raw.as_ptr()
+    }
+
+    /// Keeps `b` alive as long as the context: its tensors point into it.
+    pub(super) fn own_buffer(&self, b: super::repack::Buffer) {
+        self.buffers.borrow_mut().push(b);
     }
 
     fn no_alloc(&self) -> bool {

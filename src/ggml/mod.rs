@@ -26,6 +26,7 @@ mod alloc;
 mod context;
 mod graph;
 mod quant;
+mod repack;
 mod types;
 
 pub use alloc::Allocator;
@@ -83,8 +84,33 @@ pub type Result<T> = std::result::Result<T, GgmlError>;
 /// ggml's CPU tables (fp16 conversion, feature detection) must exist before any kernel runs.
 fn init_cpu() {
     static ONCE: Once = Once::new();
-    // SAFETY: ggml_cpu_init takes no arguments and is idempotent; Once serialises it.
-    ONCE.call_once(|| unsafe { sys::ggml_cpu_init() });
+    // SAFETY: ggml_cpu_init takes no arguments and is idempotent; the log callback is a plain
+    // function that lives for the program; Once serialises both.
+    ONCE.call_once(|| unsafe {
+        sys::ggml_log_set(Some(log), std::ptr::null_mut());
+        sys::ggml_cpu_init()
+    });
+}
+
+/// ggml's own messages: warnings and errors go to stderr; its debug and info lines (one per
+/// repacked tensor, for instance) are for ggml's developers, not gemlet's users.
+unsafe extern "C" fn log(
+    level: sys::ggml_log_level,
+    text: *const std::ffi::c_char,
+    _: *mut std::ffi::c_void,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A CONT line continues the previous message, shown or not.
+    static SHOWING: AtomicBool = AtomicBool::new(false);
+    let show = match level {
+        sys::GGML_LOG_LEVEL_CONT => SHOWING.load(Ordering::Relaxed),
+        l => l >= sys::GGML_LOG_LEVEL_WARN,
+    };
+    SHOWING.store(show, Ordering::Relaxed);
+    if show && !text.is_null() {
+        // SAFETY: ggml passes a NUL-terminated message, alive for the call.
+        eprint!("{}", unsafe { CStr::from_ptr(text) }.to_string_lossy());
+    }
 }
 
 /// Version of the vendored ggml and the CPU flags it was compiled with, for `--version`.

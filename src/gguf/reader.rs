@@ -182,14 +182,18 @@ impl TensorInfo {
 
 /// Where the file's bytes live.
 enum Source {
-    Map(memmap2::Mmap),
+    /// A map of the file itself, or (`file_backed: false`) anonymous pages it was read into.
+    Map {
+        map: memmap2::Mmap,
+        file_backed: bool,
+    },
     Owned(Vec<u8>),
 }
 
 impl Source {
     fn bytes(&self) -> &[u8] {
         match self {
-            Source::Map(m) => m,
+            Source::Map { map, .. } => map,
             Source::Owned(v) => v,
         }
     }
@@ -282,6 +286,10 @@ impl Gguf {
                 // Anonymous pages (page-aligned, unlike a Vec, and lockable), then read-only.
                 use std::io::{Read, Seek, SeekFrom};
                 let mut mem = memmap2::MmapMut::map_anon(len).map_err(io)?;
+                // Transparent huge pages where the system allows them (THP "madvise"): every
+                // token streams all weights, and 2 MiB pages take most TLB misses out of it.
+                // Only a hint; a kernel without THP keeps 4 KiB pages.
+                let _ = mem.advise(memmap2::Advice::HugePage);
                 file.seek(SeekFrom::Start(offset)).map_err(io)?;
                 file.read_exact(&mut mem).map_err(io)?;
                 mem.make_read_only().map_err(io)?
@@ -294,7 +302,10 @@ impl Gguf {
                     ))
                 })?;
             }
-            Source::Map(map)
+            Source::Map {
+                map,
+                file_backed: opts.mmap,
+            }
         };
         Self::parse(source, Some(path.to_path_buf())).map_err(|e| GgufError::InFile {
             path: path.to_path_buf(),
@@ -548,6 +559,40 @@ impl Gguf {
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         let start = (self.data_offset + info.offset) as usize;
         &self.source.bytes()[start..start + info.n_bytes as usize]
+    }
+
+    /// Drops this process's resident pages lying wholly inside `bytes` (a slice of this file,
+    /// e.g. tensor data a repacked copy has replaced); the next read of them faults them in
+    /// again from the file, unchanged. Only a map of the file can do this (anonymous pages would
+    /// come back zeroed), and locked pages stay; returns whether pages were released.
+    pub fn release(&self, bytes: &[u8]) -> bool {
+        let Source::Map {
+            map,
+            file_backed: true,
+        } = &self.source
+        else {
+            return false;
+        };
+        let base = map.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        let Some(end) = start.checked_add(bytes.len()) else {
+            return false;
+        };
+        if start < base || end > base + map.len() {
+            return false;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let (lo, hi) = (start.next_multiple_of(page), end / page * page);
+        if hi <= lo {
+            return false;
+        }
+        // SAFETY: a private, read-only map of a file nobody rewrites (see open_with): the pages
+        // read back the same bytes, so no Rust reference into the map sees a change.
+        unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo - base, hi - lo)
+        }
+        .is_ok()
     }
 }
 

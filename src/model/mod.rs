@@ -35,7 +35,7 @@ impl Model {
         let gguf = Gguf::open_with(path.as_ref(), opts)?;
         let config = Config::from_gguf(&gguf)?;
         // Binding checks every tensor's presence and shape now, not at the first token.
-        weights::Weights::bind(&gguf, &config)?;
+        weights::Weights::bind(&gguf, &config, false)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         if tokenizer.n_vocab() != config.n_vocab {
             return Err(ModelError::Config(format!(

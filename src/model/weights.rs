@@ -1,5 +1,7 @@
-//! The model's weights: ggml tensors over the GGUF's memory map (never copied), each checked
-//! against the configuration before any graph is built.
+//! The model's weights: ggml tensors over the GGUF's memory map, each checked against the
+//! configuration before any graph is built. They are never copied, unless asked to be repacked
+//! (`--repack`): then the matrices ggml can interleave for its kernels move to a buffer of
+//! their own and the map's pages under them are given back, so memory stays the same.
 
 use super::{Config, ModelError, Result};
 use crate::ggml::{Context, TensorId};
@@ -30,12 +32,16 @@ pub struct Weights<'m> {
     /// `output.weight`, or the token embedding when the output is tied.
     pub output: TensorId,
     pub layers: Vec<LayerWeights>,
+    /// Matrices repacked and their bytes (zero unless asked for).
+    pub repacked: (usize, usize),
 }
 
 impl<'m> Weights<'m> {
-    /// Binds every tensor the config needs, checking names and shapes.
-    pub fn bind(g: &'m Gguf, c: &Config) -> Result<Weights<'m>> {
-        let ctx = Context::metadata_only(g.tensors().len() + 1, 0)?;
+    /// Binds every tensor the config needs, checking names and shapes; with `repack`, moves
+    /// the matrices ggml can repack on this CPU into its interleaved layout.
+    pub fn bind(g: &'m Gguf, c: &Config, repack: bool) -> Result<Weights<'m>> {
+        // One more descriptor for a tied output head that gets its own (repacked) copy.
+        let ctx = Context::metadata_only(g.tensors().len() + 2, 0)?;
         let (e, f) = (c.n_embd as u64, c.n_ff as u64);
         let q = (c.n_head * c.head_dim_k) as u64;
         let k = (c.n_head_kv * c.head_dim_k) as u64;
@@ -62,7 +68,18 @@ impl<'m> Weights<'m> {
 
         let token_embd = bind("token_embd.weight", &[e, c.n_vocab as u64])?;
         let output_norm = bind("output_norm.weight", &[e])?;
-        let output = if c.tied_output {
+        let output = if c.tied_output && repack {
+            // A second descriptor over the same bytes, as llama.cpp's duplicated tensor: the
+            // head may be repacked while the embedding lookup (get_rows) reads the original.
+            let info = g.tensor("token_embd.weight").expect("bound above");
+            let t = ctx.tensor_from_bytes(
+                info.ty,
+                &info.shape(),
+                "output.weight",
+                g.tensor_data(info),
+            )?;
+            ctx.id_of(t)
+        } else if c.tied_output {
             token_embd
         } else {
             bind("output.weight", &[e, c.n_vocab as u64])?
@@ -86,12 +103,38 @@ impl<'m> Weights<'m> {
                 post_ffn_norm: opt(c.post_norms, &n("post_ffw_norm"), &[e])?,
             });
         }
+        let repacked = if repack {
+            let mut matrices: Vec<TensorId> = layers
+                .iter()
+                .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down])
+                .collect();
+            matrices.push(output);
+            let moved = ctx.repack(&matrices)?;
+            let mut bytes = 0;
+            for &id in &moved {
+                let t = ctx.resolve(id);
+                // A tied head's bytes are the embedding's: the lookup reads back only the rows
+                // of the tokens it is given.
+                let name = if id == output && c.tied_output {
+                    "token_embd.weight".to_string()
+                } else {
+                    t.name()
+                };
+                let info = g.tensor(&name).expect("every bound tensor is in the file");
+                g.release(g.tensor_data(info));
+                bytes += info.n_bytes as usize;
+            }
+            (moved.len(), bytes)
+        } else {
+            (0, 0)
+        };
         Ok(Weights {
             ctx,
             token_embd,
             output_norm,
             output,
             layers,
+            repacked,
         })
     }
 }

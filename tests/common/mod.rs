@@ -35,14 +35,17 @@ pub fn requantized_model(name: &str) -> PathBuf {
     path
 }
 
-/// llama.cpp's greedy run of the Q4_0 model without repacking, made on this machine by
-/// `scripts/llama-ref/same-cpu-ref.sh` (see there why it must be this CPU's). Fails, naming
-/// the command, when it is missing or was made on another CPU.
-pub fn same_cpu_reference() -> PathBuf {
+/// llama.cpp's greedy run of the Q4_0 model with weight repacking off or on, made on this
+/// machine by `scripts/llama-ref/same-cpu-ref.sh` (see there why it must be this CPU's). Fails,
+/// naming the command, when it is missing or was made on another CPU.
+pub fn same_cpu_reference(repack: bool) -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
-    let path = home.join(".cache/gemlet/refs/gemma3-270m-q4_0-no-repack-greedy.jsonl");
+    let name = if repack { "repack" } else { "no-repack" };
+    let path = home.join(format!(
+        ".cache/gemlet/refs/gemma3-270m-q4_0-{name}-greedy.jsonl"
+    ));
     let stamp = std::fs::read_to_string(path.with_extension("jsonl.cpu")).unwrap_or_default();
     assert!(
         path.is_file() && stamp == cpu_signature(),
@@ -142,4 +145,17 @@ pub fn run_gemlet(args: &[&str], stdin: Option<&str>) -> (String, String, bool) 
         String::from_utf8(out.stderr).unwrap(),
         out.status.success(),
     )
+}
+
+/// Whether ggml repacks Q4_0 and Q4_K on this CPU for certain: x86-64 with AVX2. (On ARM it
+/// depends on dotprod/i8mm; tests do not assert there.)
+pub fn repacks_q4() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }

@@ -1,0 +1,139 @@
+//! Weights repacked for ggml's CPU matrix kernels (llama.cpp's `--repack`).
+//!
+//! ggml's CPU_REPACK buffer type interleaves the rows of a quantized matrix (8 rows at a time
+//! for Q4_0 and Q4_K on AVX2; 4 or 8 on NEON with dotprod or i8mm) so that a matrix product
+//! reads blocks in the order its SIMD kernels consume them. Prompt batches gain the most. Which
+//! types and shapes qualify depends on the CPU, so ggml is asked, tensor by tensor, the way
+//! llama.cpp asks it (`weight_buft_supported`).
+
+use super::{init_cpu, sys, Context, GgmlError, Result, TensorId};
+use std::ffi::CStr;
+use std::ptr::NonNull;
+
+/// A ggml backend buffer this crate owns.
+pub(super) struct Buffer(NonNull<sys::ggml_backend_buffer>);
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: ours, and freed once; the context owning it outlives its tensors' use.
+        unsafe { sys::ggml_backend_buffer_free(self.0.as_ptr()) }
+    }
+}
+
+/// The CPU device and its CPU_REPACK buffer type, when this build and CPU offer one.
+fn repack_type() -> Option<(sys::ggml_backend_dev_t, sys::ggml_backend_buffer_type_t)> {
+    type GetExtraBufts =
+        unsafe extern "C" fn(sys::ggml_backend_dev_t) -> *mut sys::ggml_backend_buffer_type_t;
+    init_cpu();
+    // SAFETY: the CPU registry and device are static singletons. The proc address, when
+    // present, has ggml's `ggml_backend_dev_get_extra_bufts_t` signature and returns a
+    // null-terminated static array of buffer types, each with a static NUL-terminated name.
+    unsafe {
+        let reg = sys::ggml_backend_cpu_reg();
+        let dev = sys::ggml_backend_reg_dev_get(reg, 0);
+        let f = sys::ggml_backend_reg_get_proc_address(
+            reg,
+            c"ggml_backend_dev_get_extra_bufts".as_ptr(),
+        );
+        if f.is_null() || dev.is_null() {
+            return None;
+        }
+        let f = std::mem::transmute::<*mut std::ffi::c_void, GetExtraBufts>(f);
+        let mut p = f(dev);
+        while !p.is_null() && !(*p).is_null() {
+            if CStr::from_ptr(sys::ggml_backend_buft_name(*p)).to_bytes() == b"CPU_REPACK" {
+                return Some((dev, *p));
+            }
+            p = p.add(1);
+        }
+    }
+    None
+}
+
+/// Whether the CPU device would run `w · x` (x a batch of f32 columns) with `w` repacked.
+fn supported(
+    dev: sys::ggml_backend_dev_t,
+    buft: sys::ggml_backend_buffer_type_t,
+    w: *mut sys::ggml_tensor,
+) -> Result<bool> {
+    let scratch = Context::metadata_only(2, 0)?;
+    // SAFETY: `w` is a live tensor of the caller's context; the product is only described
+    // (metadata-only context), never computed. `w.buffer` is null (its data is borrowed) and is
+    // set to a zero-sized dummy buffer just for the query, then restored, as llama.cpp does.
+    unsafe {
+        if !(*w).buffer.is_null() || !sys::ggml_is_quantized((*w).type_) {
+            return Ok(false);
+        }
+        let ne = [(*w).ne[0], 512];
+        let x = sys::ggml_new_tensor(scratch.raw(), sys::GGML_TYPE_F32, 2, ne.as_ptr());
+        let op = sys::ggml_mul_mat(scratch.raw(), w, x);
+        let dummy = sys::ggml_backend_buft_alloc_buffer(buft, 0);
+        if dummy.is_null() {
+            return Ok(false);
+        }
+        (*w).buffer = dummy;
+        let ok = sys::ggml_backend_dev_supports_op(dev, op);
+        (*w).buffer = std::ptr::null_mut();
+        sys::ggml_backend_buffer_free(dummy);
+        Ok(ok)
+    }
+}
+
+impl Context<'_> {
+    /// Moves each of `ids` that ggml can repack on this CPU into one buffer this context owns,
+    /// in the interleaved layout; returns the ones moved. Their former bytes no longer back
+    /// them, so the caller may release those pages.
+    ///
+    /// Only for 2-D matrices used as the first operand of `mul_mat` and nothing else: any
+    /// other op (`get_rows`), or reading the data back, would see the interleaved layout.
+    pub fn repack(&self, ids: &[TensorId]) -> Result<Vec<TensorId>> {
+        let Some((dev, buft)) = repack_type() else {
+            return Ok(Vec::new());
+        };
+        let mut moved = Vec::new();
+        for &id in ids {
+            if !moved.contains(&id) && supported(dev, buft, self.resolve(id).raw())? {
+                moved.push(id);
+            }
+        }
+        if moved.is_empty() {
+            return Ok(moved);
+        }
+        // SAFETY: static buffer type; nbytes of live tensors.
+        let align = unsafe { sys::ggml_backend_buft_get_alignment(buft) }.max(1);
+        let nbytes = |id: TensorId| unsafe { sys::ggml_nbytes(self.resolve(id).raw()) };
+        let size: usize = moved
+            .iter()
+            .map(|&id| nbytes(id).next_multiple_of(align))
+            .sum();
+        // SAFETY: a plain allocation; null (out of memory) is handled.
+        let raw = unsafe { sys::ggml_backend_buft_alloc_buffer(buft, size) };
+        let buffer = NonNull::new(raw).ok_or(GgmlError::ContextInit { bytes: size })?;
+        // Owned by the context before any tensor points into it, even if a later one fails.
+        self.own_buffer(Buffer(buffer));
+        // SAFETY: a non-empty CPU buffer has a base, aligned to `align`.
+        let base = unsafe { sys::ggml_backend_buffer_get_base(buffer.as_ptr()) }.cast::<u8>();
+        let mut offset = 0;
+        for &id in &moved {
+            let t = self.resolve(id).raw();
+            let n = nbytes(id);
+            // SAFETY: `base + offset .. + n` lies inside the buffer (sized above). Allocation
+            // asks for a null data pointer; the borrowed bytes, alive for the context, are read
+            // once by the repacking `set`. The tensor then points into the buffer for good.
+            unsafe {
+                let src = (*t).data;
+                (*t).data = std::ptr::null_mut();
+                let status =
+                    sys::ggml_backend_tensor_alloc(buffer.as_ptr(), t, base.add(offset).cast());
+                if status != sys::GGML_STATUS_SUCCESS {
+                    (*t).data = src;
+                    (*t).buffer = std::ptr::null_mut();
+                    return Err(GgmlError::Compute(status));
+                }
+                sys::ggml_backend_tensor_set(t, src, 0, n);
+            }
+            offset += n.next_multiple_of(align);
+        }
+        Ok(moved)
+    }
+}
