@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # gemlet against the llama.cpp reference, side by side in one run, on the same models and
-# thread counts: llama-bench and `gemlet bench` (as it starts, and with --repack) alternately
-# (pp and tg, t/s), peak RSS and time to first token of a 2048-context run (a ~64-token
-# prompt, 128 generated), the machine's
-# memory read bandwidth and the fraction of it token generation reaches. Prints the ratios
+# thread counts: llama-bench and `gemlet bench` (as it starts, with --repack, and with
+# --no-mmap --repack) alternately (pp and tg, t/s), peak RSS and time to first token of a
+# 2048-context run (a ~64-token prompt, 128 generated), the machine's memory read bandwidth
+# and the fraction of it token generation reaches. Prints the ratios
 # gemlet / llama.cpp. Performance is reported here, never asserted in tests.
 #
 # usage: scripts/bench-vs-llama.sh [--all] [-t "2"] [-m "MODEL..."] [--rounds 3] [-r 2]
@@ -59,6 +59,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/membw" "$here/membw.c"
 
+# gemlet as it starts (weights used from the map as the file has them), with --repack (what
+# llama.cpp does by default), and with --no-mmap --repack (an anonymous copy on transparent huge
+# pages: fewer TLB misses while every token streams all weights).
+variants=(gemlet gemlet-repack gemlet-nommap-repack)
+bench_flags=("" "--repack 1" "--mmap 0 --repack 1")
+generate_flags=("" "--repack" "--no-mmap --repack")
+
 # A ~64-token English prompt for the memory and first-token runs.
 prompt="The old lighthouse keeper climbed the narrow stairs every evening to light the lamp. \
 Ships far out at sea watched for its beam, and the fishermen of the village trusted it more \
@@ -79,20 +86,23 @@ for model in $models; do
       # llama-bench's defaults otherwise (flash attention auto, repacking on, -b 2048 -ub 512).
       "$bin/llama-bench" -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
         >"$work/$tag.llama.$i.json" 2>/dev/null
-      "$GEMLET" bench -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
-        >"$work/$tag.gemlet.$i.json"
-      "$GEMLET" bench -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
-        --repack 1 >"$work/$tag.gemlet-repack.$i.json"
+      for v in "${!variants[@]}"; do
+        # shellcheck disable=SC2086 # the flags are words
+        "$GEMLET" bench -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
+          ${bench_flags[$v]} >"$work/$tag.${variants[$v]}.$i.json"
+      done
     done
     # Peak RSS and time to first token, 2048 context, 128 tokens generated past EOS; one run of
     # each per round, alternating, and the medians are reported.
     for i in $(seq "$rounds"); do
       /usr/bin/time -v "$bin/llama-completion" -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
         --ignore-eos -no-cnv -p "$prompt" >"$work/$tag.llama.$i.out" 2>"$work/$tag.llama.$i.err" </dev/null
-      /usr/bin/time -v "$GEMLET" generate -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
-        --ignore-eos --json -p "$prompt" >"$work/$tag.gemlet.$i.out" 2>"$work/$tag.gemlet.$i.err"
-      /usr/bin/time -v "$GEMLET" generate -m "$model" -t "$t" -c 2048 -n 128 --temp 0 --repack \
-        --ignore-eos --json -p "$prompt" >"$work/$tag.gemlet-repack.$i.out" 2>"$work/$tag.gemlet-repack.$i.err"
+      for v in "${!variants[@]}"; do
+        # shellcheck disable=SC2086
+        /usr/bin/time -v "$GEMLET" generate -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
+          ${generate_flags[$v]} --ignore-eos --json -p "$prompt" \
+          >"$work/$tag.${variants[$v]}.$i.out" 2>"$work/$tag.${variants[$v]}.$i.err"
+      done
     done
     echo "$tag" >>"$work/tags"
   done
@@ -148,33 +158,34 @@ def ttft_ms(tag, tool):
 def fmt(xs):
     return f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:5.2f}"
 
-# gemlet as it starts by default (weights used from the map as they are) and with --repack
-# (llama.cpp's default, which llama-bench and llama-completion run here).
-print("| model, threads | measure | llama.cpp | gemlet | gemlet / llama.cpp | gemlet --repack | --repack / llama.cpp |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+variants = ["gemlet", "gemlet-repack", "gemlet-nommap-repack"]
+labels = ["gemlet", "gemlet --repack", "gemlet --no-mmap --repack"]
+print("| model, threads | measure | llama.cpp | " + " | ".join(f"{l} | ratio" for l in labels) + " |")
+print("| --- | --- | ---: |" + " ---: | ---: |" * len(labels))
 fractions = []
 for tag in tags:
     lb, size = bench(tag, "llama")
-    gb, _ = bench(tag, "gemlet")
-    rb, _ = bench(tag, "gemlet-repack")
+    vb = [bench(tag, v)[0] for v in variants]
     for test in lb:
         l = lb[test]
-        g, r = gb.get(test, [float("nan")]), rb.get(test, [float("nan")])
         ml = statistics.mean(l)
-        print(f"| {tag} | {test} t/s | {fmt(l)} | {fmt(g)} | {statistics.mean(g) / ml:.3f} "
-              f"| {fmt(r)} | {statistics.mean(r) / ml:.3f} |")
+        cells = []
+        for b in vb:
+            g = b.get(test, [float("nan")])
+            cells.append(f"{fmt(g)} | {statistics.mean(g) / ml:.3f}")
+        print(f"| {tag} | {test} t/s | {fmt(l)} | " + " | ".join(cells) + " |")
         if test.startswith("tg"):
             # Every weight is read once per generated token (the output head is the tied
             # embedding, so it too is read whole).
-            fractions.append((tag, size, ml, statistics.mean(g), statistics.mean(r)))
+            fractions.append((tag, size, ml, [statistics.mean(b.get(test, [float("nan")])) for b in vb]))
     for name, f, unit in (("peak RSS, -c 2048", rss_mb, "MB"), ("time to first token", ttft_ms, "ms")):
-        l, g, r = f(tag, "llama"), f(tag, "gemlet"), f(tag, "gemlet-repack")
-        print(f"| {tag} | {name}, {unit} (median) | {l:8.1f} | {g:8.1f} | {g / l:.3f} | {r:8.1f} | {r / l:.3f} |")
+        l = f(tag, "llama")
+        cells = [f"{f(tag, v):8.1f} | {f(tag, v) / l:.3f}" for v in variants]
+        print(f"| {tag} | {name}, {unit} (median) | {l:8.1f} | " + " | ".join(cells) + " |")
 print()
 print(f"memory read bandwidth: {bw:.1f} GB/s")
-for tag, size, l, g, r in fractions:
-    print(f"{tag}: {size / 1e6:.0f} MB of weights per token; tg reaches "
-          f"llama.cpp {size * l / 1e9:.1f} GB/s ({100 * size * l / 1e9 / bw:.0f}%), "
-          f"gemlet {size * g / 1e9:.1f} GB/s ({100 * size * g / 1e9 / bw:.0f}%), "
-          f"gemlet --repack {size * r / 1e9:.1f} GB/s ({100 * size * r / 1e9 / bw:.0f}%)")
+for tag, size, l, gs in fractions:
+    parts = [f"llama.cpp {size * l / 1e9:.1f} GB/s ({100 * size * l / 1e9 / bw:.0f}%)"]
+    parts += [f"{lab} {size * g / 1e9:.1f} GB/s ({100 * size * g / 1e9 / bw:.0f}%)" for lab, g in zip(labels, gs)]
+    print(f"{tag}: {size / 1e6:.0f} MB of weights per token; tg reaches " + ", ".join(parts))
 EOF

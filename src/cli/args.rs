@@ -87,7 +87,8 @@ pub struct ModelArgs {
     /// Flash attention: on, off or auto (on); also -fa.
     #[arg(long = "flash-attn", default_value = "auto", value_parser = on_off, action = clap::ArgAction::Set)]
     pub flash_attn: bool,
-    /// Read the model into memory instead of mapping it.
+    /// Read the model into memory instead of mapping it (on transparent huge pages where the
+    /// kernel allows: faster token generation, slower load).
     #[arg(long = "no-mmap")]
     pub no_mmap: bool,
     /// Lock the model in RAM so it is never paged out.

@@ -87,6 +87,12 @@ pub fn build<'c>(
         }
     }
 
+    // The rows whose logits are wanted (all of them when `None`).
+    let out_ids = match n_out {
+        Some(n) => Some(input(Type::I32, &[n], "inp_out_ids")?),
+        None => None,
+    };
+
     // Embedding, scaled by sqrt(hidden).
     let mut x = ctx.scale(
         ctx.get_rows(weight(w.token_embd), tokens),
@@ -153,6 +159,12 @@ pub fn build<'c>(
             ctx.cont(ctx.permute(kqv, [0, 2, 1, 3]))
         };
         let mut a = ctx.mul_mat(weight(lw.wo), ctx.reshape(att, &[dv * n_head, b]));
+        // Past the last attention, no row depends on another: only the wanted rows go on
+        // through the last feed-forward block and the head (as llama.cpp does, at this point).
+        if let (Some(ids), true) = (out_ids, il + 1 == w.layers.len()) {
+            a = ctx.get_rows(a, ids);
+            x = ctx.get_rows(x, ids);
+        }
         if let Some(pn) = lw.post_attn_norm {
             a = norm(a, pn);
         }
@@ -171,12 +183,7 @@ pub fn build<'c>(
         x = ctx.add(x, f);
     }
 
-    // Only the rows whose logits are wanted go through the output head.
-    let out_ids = match n_out {
-        Some(n) => Some(input(Type::I32, &[n], "inp_out_ids")?),
-        None => None,
-    };
-    if let Some(ids) = out_ids {
+    if let (Some(ids), true) = (out_ids, w.layers.is_empty()) {
         x = ctx.get_rows(x, ids);
     }
     x = norm(x, w.output_norm);
