@@ -82,11 +82,16 @@ fn supported(
 impl Context<'_> {
     /// Moves each of `ids` that ggml can repack on this CPU into one buffer this context owns,
     /// in the interleaved layout; returns the ones moved. Their former bytes no longer back
-    /// them, so the caller may release those pages.
+    /// them: `moved_one` is told right after each, so the caller can release those pages
+    /// before the next copy (peak memory grows by one matrix, not by all of them).
     ///
     /// Only for 2-D matrices used as the first operand of `mul_mat` and nothing else: any
     /// other op (`get_rows`), or reading the data back, would see the interleaved layout.
-    pub fn repack(&self, ids: &[TensorId]) -> Result<Vec<TensorId>> {
+    pub fn repack(
+        &self,
+        ids: &[TensorId],
+        mut moved_one: impl FnMut(TensorId),
+    ) -> Result<Vec<TensorId>> {
         let Some((dev, buft)) = repack_type() else {
             return Ok(Vec::new());
         };
@@ -133,6 +138,7 @@ impl Context<'_> {
                 sys::ggml_backend_tensor_set(t, src, 0, n);
             }
             offset += n.next_multiple_of(align);
+            moved_one(id);
         }
         Ok(moved)
     }

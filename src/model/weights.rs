@@ -109,21 +109,19 @@ impl<'m> Weights<'m> {
                 .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down])
                 .collect();
             matrices.push(output);
-            let moved = ctx.repack(&matrices)?;
             let mut bytes = 0;
-            for &id in &moved {
-                let t = ctx.resolve(id);
+            let moved = ctx.repack(&matrices, |id| {
                 // A tied head's bytes are the embedding's: the lookup reads back only the rows
                 // of the tokens it is given.
                 let name = if id == output && c.tied_output {
                     "token_embd.weight".to_string()
                 } else {
-                    t.name()
+                    ctx.resolve(id).name()
                 };
                 let info = g.tensor(&name).expect("every bound tensor is in the file");
                 g.release(g.tensor_data(info));
                 bytes += info.n_bytes as usize;
-            }
+            })?;
             (moved.len(), bytes)
         } else {
             (0, 0)
