@@ -64,6 +64,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let n_eval = ids.len().saturating_sub(1).max(1);
     let prompt_tps = prompt_ids.len() as f64 / prompt_s;
     let gen_tps = n_eval as f64 / gen_s;
+    let (n_repacked, repacked_bytes) = session.repacked();
     if args.json {
         let j = json!({
             "prompt_ids": prompt_ids,
@@ -79,15 +80,14 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
                 "threads": session.params().n_threads,
             },
             "repacked": {
-                "tensors": session.repacked().0,
-                "bytes": session.repacked().1,
+                "tensors": n_repacked,
+                "bytes": repacked_bytes,
             },
         });
         drop(out);
         super::print(&format!("{j}\n"))?;
     } else {
         let _ = writeln!(out);
-        let (n_repacked, repacked_bytes) = session.repacked();
         let repacked = if args.model.repack {
             format!(
                 " | {n_repacked} matrices repacked ({:.1} MiB)",

@@ -51,31 +51,27 @@ fn repack_type() -> Option<(sys::ggml_backend_dev_t, sys::ggml_backend_buffer_ty
 }
 
 /// Whether the CPU device would run `w · x` (x a batch of f32 columns) with `w` repacked.
+/// The product is described in `scratch` (metadata only, never computed); `dummy` is a
+/// zero-sized buffer of the repack type, which `w` points at only for the query.
 fn supported(
     dev: sys::ggml_backend_dev_t,
-    buft: sys::ggml_backend_buffer_type_t,
+    scratch: &Context<'_>,
+    dummy: &Buffer,
     w: *mut sys::ggml_tensor,
-) -> Result<bool> {
-    let scratch = Context::metadata_only(2, 0)?;
-    // SAFETY: `w` is a live tensor of the caller's context; the product is only described
-    // (metadata-only context), never computed. `w.buffer` is null (its data is borrowed) and is
-    // set to a zero-sized dummy buffer just for the query, then restored, as llama.cpp does.
+) -> bool {
+    // SAFETY: `w` is a live tensor of the caller's context whose buffer is null (its data is
+    // borrowed); it is set to the dummy buffer for the query and restored, as llama.cpp does.
     unsafe {
         if !(*w).buffer.is_null() || !sys::ggml_is_quantized((*w).type_) {
-            return Ok(false);
+            return false;
         }
         let ne = [(*w).ne[0], 512];
         let x = sys::ggml_new_tensor(scratch.raw(), sys::GGML_TYPE_F32, 2, ne.as_ptr());
         let op = sys::ggml_mul_mat(scratch.raw(), w, x);
-        let dummy = sys::ggml_backend_buft_alloc_buffer(buft, 0);
-        if dummy.is_null() {
-            return Ok(false);
-        }
-        (*w).buffer = dummy;
+        (*w).buffer = dummy.0.as_ptr();
         let ok = sys::ggml_backend_dev_supports_op(dev, op);
         (*w).buffer = std::ptr::null_mut();
-        sys::ggml_backend_buffer_free(dummy);
-        Ok(ok)
+        ok
     }
 }
 
@@ -95,9 +91,16 @@ impl Context<'_> {
         let Some((dev, buft)) = repack_type() else {
             return Ok(Vec::new());
         };
+        // One scratch context (two descriptors a query) and one dummy buffer for every query.
+        let scratch = Context::metadata_only(2 * ids.len(), 0)?;
+        // SAFETY: a zero-sized allocation of a static buffer type; null is handled.
+        let dummy = unsafe { sys::ggml_backend_buft_alloc_buffer(buft, 0) };
+        let Some(dummy) = NonNull::new(dummy).map(Buffer) else {
+            return Ok(Vec::new());
+        };
         let mut moved = Vec::new();
         for &id in ids {
-            if !moved.contains(&id) && supported(dev, buft, self.resolve(id).raw())? {
+            if !moved.contains(&id) && supported(dev, &scratch, &dummy, self.resolve(id).raw()) {
                 moved.push(id);
             }
         }
