@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # gemlet against the llama.cpp reference, side by side in one run, on the same models and
-# thread counts: llama-bench and `gemlet bench` (as it starts, with --repack, and with
-# --no-mmap --repack) alternately (pp and tg, t/s), peak RSS and time to first token of a
+# thread counts: llama-bench and `gemlet bench` (as it starts, and with --repack) alternately
+# (pp and tg, t/s), each on its own freshly written copy of the model (see fresh_copy), with
+# llama.cpp also on gemlet's copy as a control; peak RSS and time to first token of a
 # 2048-context run (a ~64-token prompt, 128 generated), the machine's memory read bandwidth
 # and the fraction of it token generation reaches. Prints the ratios
 # gemlet / llama.cpp. Performance is reported here, never asserted in tests.
 #
 # usage: scripts/bench-vs-llama.sh [--all] [-t "2"] [-m "MODEL..."] [--rounds 3] [-r 2]
-#   --all        also the Q8_0 and Q4_0 files and 1 thread (about 15 minutes on 2 cores)
+#   --all        also the Q8_0 and Q4_0 files and 1 thread (about 45 minutes on 2 cores)
 #   -t LIST      thread counts (default: 2)
 #   -m LIST      model files (default: the Q4_K_M model; with --all also Q8_0 and Q4_0, which
 #                scripts/fetch-model.sh makes when LLAMA_QUANTIZE is set)
@@ -59,12 +60,33 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/membw" "$here/membw.c"
 
-# gemlet as it starts (weights used from the map as the file has them), with --repack (what
-# llama.cpp does by default), and with --no-mmap --repack (an anonymous copy on transparent huge
-# pages: fewer TLB misses while every token streams all weights).
-variants=(gemlet gemlet-repack gemlet-nommap-repack)
-bench_flags=("" "--repack 1" "--mmap 0 --repack 1")
-generate_flags=("" "--repack" "--no-mmap --repack")
+# gemlet as it starts (weights used from the map as the file has them) and with --repack (what
+# llama.cpp does by default).
+variants=(gemlet gemlet-repack)
+bench_flags=("" "--repack 1")
+generate_flags=("" "--repack")
+
+# Each program runs on its own copy of the model, written just before, as a user has a model
+# just downloaded or assembled: the page cache holds such a file in 4 KiB folios (forced here,
+# so that the state does not depend on how the copy was made), and a map of it gets 4 KiB pages
+# until the cache is evicted. gemlet re-reads its copy into 2 MiB folios at its first load; the
+# same copy afterwards also serves llama.cpp as a control ("llama.cpp, huge-page cache"), to
+# show what is the page size and what is the program.
+copies="$(mktemp -d "$models_dir/.bench.XXXXXX")"
+trap 'rm -rf "$work" "$copies"' EXIT
+fresh_copy() {
+  cp "$1" "$2"
+  sync "$2"
+  python3 - "$2" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+at = 0
+while os.pread(fd, 4096, at):
+    at += 4096
+PY
+}
 
 # A ~64-token English prompt for the memory and first-token runs.
 prompt="The old lighthouse keeper climbed the narrow stairs every evening to light the lamp. \
@@ -80,26 +102,40 @@ echo
 
 for model in $models; do
   [ -f "$model" ] || { echo "missing $model: run scripts/fetch-model.sh (LLAMA_QUANTIZE=... for Q8_0/Q4_0)" >&2; exit 1; }
+  lcopy="$copies/llama.gguf"
+  gcopy="$copies/gemlet.gguf"
+  fresh_copy "$model" "$lcopy"
+  fresh_copy "$model" "$gcopy"
+  name="$(basename "$model" .gguf)"
+  for load in first second; do
+    "$GEMLET" generate -m "$gcopy" -n 1 --temp 0 --json -p "$prompt" >"$work/$name.load-$load.json"
+  done
   for t in $threads; do
-    tag="$(basename "$model" .gguf)-t$t"
+    tag="$name-t$t"
     for i in $(seq "$rounds"); do
       # llama-bench's defaults otherwise (flash attention auto, repacking on, -b 2048 -ub 512).
-      "$bin/llama-bench" -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
-        >"$work/$tag.llama.$i.json" 2>/dev/null
+      for tool in llama llama-huge; do
+        copy="$lcopy"; [ "$tool" = llama-huge ] && copy="$gcopy"
+        "$bin/llama-bench" -m "$copy" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
+          >"$work/$tag.$tool.$i.json" 2>/dev/null
+      done
       for v in "${!variants[@]}"; do
         # shellcheck disable=SC2086 # the flags are words
-        "$GEMLET" bench -m "$model" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
+        "$GEMLET" bench -m "$gcopy" -t "$t" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
           ${bench_flags[$v]} >"$work/$tag.${variants[$v]}.$i.json"
       done
     done
     # Peak RSS and time to first token, 2048 context, 128 tokens generated past EOS; one run of
     # each per round, alternating, and the medians are reported.
     for i in $(seq "$rounds"); do
-      /usr/bin/time -v "$bin/llama-completion" -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
-        --ignore-eos -no-cnv -p "$prompt" >"$work/$tag.llama.$i.out" 2>"$work/$tag.llama.$i.err" </dev/null
+      for tool in llama llama-huge; do
+        copy="$lcopy"; [ "$tool" = llama-huge ] && copy="$gcopy"
+        /usr/bin/time -v "$bin/llama-completion" -m "$copy" -t "$t" -c 2048 -n 128 --temp 0 \
+          --ignore-eos -no-cnv -p "$prompt" >"$work/$tag.$tool.$i.out" 2>"$work/$tag.$tool.$i.err" </dev/null
+      done
       for v in "${!variants[@]}"; do
         # shellcheck disable=SC2086
-        /usr/bin/time -v "$GEMLET" generate -m "$model" -t "$t" -c 2048 -n 128 --temp 0 \
+        /usr/bin/time -v "$GEMLET" generate -m "$gcopy" -t "$t" -c 2048 -n 128 --temp 0 \
           ${generate_flags[$v]} --ignore-eos --json -p "$prompt" \
           >"$work/$tag.${variants[$v]}.$i.out" 2>"$work/$tag.${variants[$v]}.$i.err"
       done
@@ -158,13 +194,15 @@ def ttft_ms(tag, tool):
 def fmt(xs):
     return f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:5.2f}"
 
-variants = ["gemlet", "gemlet-repack", "gemlet-nommap-repack"]
-labels = ["gemlet", "gemlet --repack", "gemlet --no-mmap --repack"]
-print("| model, threads | measure | llama.cpp | " + " | ".join(f"{l} | ratio" for l in labels) + " |")
-print("| --- | --- | ---: |" + " ---: | ---: |" * len(labels))
+variants = ["gemlet", "gemlet-repack"]
+labels = ["gemlet", "gemlet --repack"]
+print("| model, threads | measure | llama.cpp | " + " | ".join(f"{l} | ratio" for l in labels)
+      + " | llama.cpp, huge-page cache | gemlet / it |")
+print("| --- | --- | ---: |" + " ---: | ---: |" * (len(labels) + 1))
 fractions = []
 for tag in tags:
     lb, size = bench(tag, "llama")
+    hb, _ = bench(tag, "llama-huge")
     vb = [bench(tag, v)[0] for v in variants]
     for test in lb:
         l = lb[test]
@@ -173,19 +211,34 @@ for tag in tags:
         for b in vb:
             g = b.get(test, [float("nan")])
             cells.append(f"{fmt(g)} | {statistics.mean(g) / ml:.3f}")
+        h = hb.get(test, [float("nan")])
+        g = statistics.mean(vb[0].get(test, [float("nan")]))
+        cells.append(f"{fmt(h)} | {g / statistics.mean(h):.3f}")
         print(f"| {tag} | {test} t/s | {fmt(l)} | " + " | ".join(cells) + " |")
         if test.startswith("tg"):
             # Every weight is read once per generated token (the output head is the tied
             # embedding, so it too is read whole).
-            fractions.append((tag, size, ml, [statistics.mean(b.get(test, [float("nan")])) for b in vb]))
+            fractions.append((tag, size, ml, [statistics.mean(b.get(test, [float("nan")])) for b in vb],
+                              statistics.mean(h)))
     for name, f, unit in (("peak RSS, -c 2048", rss_mb, "MB"), ("time to first token", ttft_ms, "ms")):
         l = f(tag, "llama")
         cells = [f"{f(tag, v):8.1f} | {f(tag, v) / l:.3f}" for v in variants]
+        h = f(tag, "llama-huge")
+        cells.append(f"{h:8.1f} | {f(tag, variants[0]) / h:.3f}")
         print(f"| {tag} | {name}, {unit} (median) | {l:8.1f} | " + " | ".join(cells) + " |")
 print()
 print(f"memory read bandwidth: {bw:.1f} GB/s")
-for tag, size, l, gs in fractions:
+for tag, size, l, gs, h in fractions:
     parts = [f"llama.cpp {size * l / 1e9:.1f} GB/s ({100 * size * l / 1e9 / bw:.0f}%)"]
     parts += [f"{lab} {size * g / 1e9:.1f} GB/s ({100 * size * g / 1e9 / bw:.0f}%)" for lab, g in zip(labels, gs)]
+    parts.append(f"llama.cpp on huge pages {size * h / 1e9:.1f} GB/s ({100 * size * h / 1e9 / bw:.0f}%)")
     print(f"{tag}: {size / 1e6:.0f} MB of weights per token; tg reaches " + ", ".join(parts))
+print()
+for name in dict.fromkeys(t.rsplit("-t", 1)[0] for t in tags):
+    for load in ("first", "second"):
+        j = json.load(open(f"{work}/{name}.load-{load}.json"))
+        hp = j.get("huge_pages") or {}
+        print(f"{name}: gemlet's {load} load of a freshly written copy: {j['timings']['load_ms']:.0f} ms, "
+              f"{hp.get('bytes', 0) / 2**20:.0f} of {hp.get('possible', 0) / 2**20:.0f} MiB on huge pages"
+              + (" (re-read from the file into 2 MiB folios)" if hp.get("refaulted") else ""))
 EOF

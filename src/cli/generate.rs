@@ -65,6 +65,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let prompt_tps = prompt_ids.len() as f64 / prompt_s;
     let gen_tps = n_eval as f64 / gen_s;
     let (n_repacked, repacked_bytes) = session.repacked();
+    let huge_pages = session.model().gguf().huge_pages();
     if args.json {
         let j = json!({
             "prompt_ids": prompt_ids,
@@ -83,6 +84,11 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
                 "tensors": n_repacked,
                 "bytes": repacked_bytes,
             },
+            "huge_pages": huge_pages.map(|h| json!({
+                "bytes": h.bytes,
+                "possible": h.possible,
+                "refaulted": h.refaulted,
+            })),
         });
         drop(out);
         super::print(&format!("{j}\n"))?;
@@ -96,8 +102,22 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         } else {
             String::new()
         };
+        let huge = huge_pages
+            .map(|h| {
+                format!(
+                    " | huge pages {:.0} of {:.0} MiB{}",
+                    h.bytes as f64 / 1048576.0,
+                    h.possible as f64 / 1048576.0,
+                    if h.refaulted {
+                        " (file cache re-read)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .unwrap_or_default();
         eprintln!(
-            "\nload {load_ms:.0} ms | prompt {} tokens, {prompt_tps:.1} t/s | generated {} tokens, {gen_tps:.1} t/s | {} threads{repacked}",
+            "\nload {load_ms:.0} ms | prompt {} tokens, {prompt_tps:.1} t/s | generated {} tokens, {gen_tps:.1} t/s | {} threads{repacked}{huge}",
             prompt_ids.len(),
             ids.len(),
             session.params().n_threads

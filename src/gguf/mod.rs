@@ -5,11 +5,13 @@
 
 pub mod bundle;
 mod file_type;
+mod map;
 mod reader;
 mod value;
 mod writer;
 
 pub use file_type::{file_type_id, file_type_name};
+pub use map::HugePages;
 pub use reader::{Gguf, OpenOptions, TensorInfo, DEFAULT_ALIGNMENT, MAX_NESTING};
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, TensorWriter};

@@ -4,6 +4,7 @@
 //! Nothing read from the file sizes an allocation before it has been checked against the bytes
 //! that are actually there.
 
+use super::map::HugePages;
 use super::value::{Array, Value, ValueType};
 use super::{GgufError, Result};
 use crate::ggml::Type;
@@ -186,6 +187,7 @@ enum Source {
     Map {
         map: memmap2::Mmap,
         file_backed: bool,
+        huge_pages: Option<HugePages>,
     },
     Owned(Vec<u8>),
 }
@@ -267,33 +269,12 @@ impl Gguf {
                     "the file is larger than the address space",
                 ))
             })?;
-            let map = if opts.mmap {
-                // SAFETY: the map is read-only and private to this process. Like every
-                // mmap-based reader we assume nobody truncates or rewrites the model file while
-                // it is open.
-                // Populated: the page-table entries are made now, while the model loads, not
-                // by ~60k page faults inside the first prompt's matrix products (llama.cpp
-                // reaches the same state with a warm-up decode at load).
-                unsafe {
-                    memmap2::MmapOptions::new()
-                        .offset(offset)
-                        .len(len)
-                        .populate()
-                        .map(&file)
-                }
-                .map_err(io)?
+            let (map, huge_pages) = if opts.mmap {
+                super::map::map_file(&file, offset, len)
             } else {
-                // Anonymous pages (page-aligned, unlike a Vec, and lockable), then read-only.
-                use std::io::{Read, Seek, SeekFrom};
-                let mut mem = memmap2::MmapMut::map_anon(len).map_err(io)?;
-                // Transparent huge pages where the system allows them (THP "madvise"): every
-                // token streams all weights, and 2 MiB pages take most TLB misses out of it.
-                // Only a hint; a kernel without THP keeps 4 KiB pages.
-                let _ = mem.advise(memmap2::Advice::HugePage);
-                file.seek(SeekFrom::Start(offset)).map_err(io)?;
-                file.read_exact(&mut mem).map_err(io)?;
-                mem.make_read_only().map_err(io)?
-            };
+                super::map::read_anon(&mut file, offset, len)
+            }
+            .map_err(io)?;
             if opts.mlock {
                 map.lock().map_err(|e| {
                     io(std::io::Error::new(
@@ -305,6 +286,7 @@ impl Gguf {
             Source::Map {
                 map,
                 file_backed: opts.mmap,
+                huge_pages,
             }
         };
         Self::parse(source, Some(path.to_path_buf())).map_err(|e| GgufError::InFile {
@@ -422,6 +404,15 @@ impl Gguf {
             path,
             source,
         })
+    }
+
+    /// How much of the file's memory sits on transparent huge pages, as measured when it was
+    /// opened (`None` where that cannot be measured, or for an image built in memory).
+    pub fn huge_pages(&self) -> Option<HugePages> {
+        match &self.source {
+            Source::Map { huge_pages, .. } => *huge_pages,
+            Source::Owned(_) => None,
+        }
     }
 
     /// The file's path, when it was opened from one.
@@ -569,6 +560,7 @@ impl Gguf {
         let Source::Map {
             map,
             file_backed: true,
+            ..
         } = &self.source
         else {
             return false;
@@ -581,18 +573,7 @@ impl Gguf {
         if start < base || end > base + map.len() {
             return false;
         }
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let (lo, hi) = (start.next_multiple_of(page), end / page * page);
-        if hi <= lo {
-            return false;
-        }
-        // SAFETY: a private, read-only map of a file nobody rewrites (see open_with): the pages
-        // read back the same bytes, so no Rust reference into the map sees a change.
-        unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo - base, hi - lo)
-        }
-        .is_ok()
+        super::map::release(map, start - base, end - base)
     }
 }
 

@@ -1,0 +1,259 @@
+//! How a model file comes into memory: mapped (the default: the page cache's own pages, shared
+//! with every other reader of the file) or read into anonymous memory (`--no-mmap`), on
+//! transparent huge pages wherever the kernel allows them.
+//!
+//! Why huge pages: every generated token streams all the weights (247 MB for Gemma 3 270M
+//! Q4_K_M). On 4 KiB pages that is ~60k TLB misses per token, each a page walk (a nested one
+//! in a VM), and the hardware prefetchers stop at every page boundary; on 2 MiB pages there are
+//! 120 of them.
+//!
+//! A map of a file gets 2 MiB pages only where the page cache holds the file in 2 MiB folios.
+//! Readahead makes those when the map is advised `MADV_HUGEPAGE` before it is touched, but a
+//! file that was just written (downloaded, copied, assembled from parts) sits in the cache in
+//! 4 KiB folios, and every process that maps it gets 4 KiB pages until the cache is evicted.
+//! So when the map comes out mostly on small pages, one 2 MiB region is dropped from the cache
+//! and read again as a probe; if it comes back on a huge page, the whole file is (once: later
+//! loads, ours or anyone's, find the big folios). Where the kernel or file system cannot (no
+//! THP, no large folios, pages pinned by another process), the probe costs one 2 MiB read.
+
+use std::fs::File;
+use std::io;
+
+use memmap2::Mmap;
+
+/// The transparent-huge-page size of x86-64 and of arm64/armv7 with 4 KiB pages.
+const HUGE: usize = 2 << 20;
+
+/// How much of a model's memory sits on huge pages, measured at open from `/proc/self/smaps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HugePages {
+    /// Bytes mapped through huge pages.
+    pub bytes: u64,
+    /// Bytes that could be: the 2 MiB-aligned regions lying wholly inside the map.
+    pub possible: u64,
+    /// Whether the file's small cached pages were dropped and read again into huge ones.
+    pub refaulted: bool,
+}
+
+/// Maps `len` bytes of `file` from `offset`, every page faulted in now (while the model loads,
+/// not as ~60k page faults inside the first prompt's matrix products), on huge pages where the
+/// system allows. The figures are `None` where they cannot be measured.
+pub(super) fn map_file(
+    file: &File,
+    offset: u64,
+    len: usize,
+) -> io::Result<(Mmap, Option<HugePages>)> {
+    // SAFETY: the map is read-only and private to this process. Like every mmap-based reader
+    // we assume nobody truncates or rewrites the model file while it is open.
+    #[cfg(target_os = "linux")]
+    {
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .map(file)?
+        };
+        // Only a hint, before the first touch so that readahead picks 2 MiB folios.
+        let _ = map.advise(memmap2::Advice::HugePage);
+        populate(&map, 0, map.len());
+        let huge = linux::file_huge_pages(&map, file, offset);
+        Ok((map, huge))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .populate()
+                .map(file)?
+        };
+        Ok((map, None))
+    }
+}
+
+/// Reads `len` bytes of `file` from `offset` into anonymous, page-aligned (unlike a `Vec`) and
+/// lockable memory, then makes it read-only.
+pub(super) fn read_anon(
+    file: &mut File,
+    offset: u64,
+    len: usize,
+) -> io::Result<(Mmap, Option<HugePages>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut mem = memmap2::MmapMut::map_anon(len)?;
+    // Only a hint: THP "madvise" gives 2 MiB pages, a kernel without THP keeps 4 KiB ones.
+    #[cfg(target_os = "linux")]
+    let _ = mem.advise(memmap2::Advice::HugePage);
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut mem)?;
+    let map = mem.make_read_only()?;
+    #[cfg(target_os = "linux")]
+    let huge = linux::measure(&map, "AnonHugePages:", linux::possible(&map, None)).map(
+        |(bytes, possible)| HugePages {
+            bytes,
+            possible,
+            refaulted: false,
+        },
+    );
+    #[cfg(not(target_os = "linux"))]
+    let huge = None;
+    Ok((map, huge))
+}
+
+/// Drops this process's pages lying wholly inside `[from, to)` (offsets into a map of the file,
+/// made by [`map_file`]): they read back the same bytes from the file if touched again. Returns
+/// whether any were dropped.
+///
+/// A 2 MiB page that holds both dropped bytes and bytes still in use would come back whole at
+/// the next touch of the latter, so the 2 MiB regions at the range's two edges are first
+/// switched to small pages; the whole regions inside are dropped with their huge pages.
+pub(super) fn release(map: &Mmap, from: usize, to: usize) -> bool {
+    let page = page_size();
+    let base = map.as_ptr() as usize;
+    let (lo, hi) = (
+        (base + from).next_multiple_of(page),
+        (base + to) / page * page,
+    );
+    if hi <= lo {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    for edge in [lo / HUGE * HUGE, (hi - 1) / HUGE * HUGE] {
+        if lo > edge || hi < edge + HUGE {
+            let (a, b) = (edge.max(base), (edge + HUGE).min(base + map.len()));
+            let _ = map.advise_range(memmap2::Advice::NoHugePage, a - base, b - a);
+        }
+    }
+    // SAFETY: a private, read-only map of a file nobody rewrites (see map_file): the pages read
+    // back the same bytes, so no Rust reference into the map sees a change.
+    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo - base, hi - lo) }
+        .is_ok()
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// Faults in `[from, from + len)` of `map` for reading.
+#[cfg(target_os = "linux")]
+fn populate(map: &Mmap, from: usize, len: usize) {
+    if map
+        .advise_range(memmap2::Advice::PopulateRead, from, len)
+        .is_ok()
+    {
+        return;
+    }
+    // Kernels before 5.14 have no MADV_POPULATE_READ: touch one byte per page.
+    let page = page_size();
+    let mut at = from;
+    while at < from + len {
+        // SAFETY: `at` is inside the map; a volatile read keeps the touch from being elided.
+        unsafe { std::ptr::read_volatile(map.as_ptr().add(at)) };
+        at += page;
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::{page_size, populate, HugePages, HUGE};
+    use memmap2::{Mmap, UncheckedAdvice};
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+
+    /// The first and last 2 MiB-aligned address inside `map` that start a region lying wholly in
+    /// it, as byte offsets into the map (`lo..hi`, possibly empty). A file map can use a huge
+    /// page only where the address and the file offset agree modulo 2 MiB (`file_offset` of the
+    /// map's first byte; `None` for anonymous memory, which has no such condition).
+    pub(super) fn regions(map: &Mmap, file_offset: Option<u64>) -> (usize, usize) {
+        let base = map.as_ptr() as usize;
+        if let Some(off) = file_offset {
+            if (base as u64).wrapping_sub(off) % HUGE as u64 != 0 {
+                return (0, 0);
+            }
+        }
+        let lo = base.next_multiple_of(HUGE) - base;
+        let hi = (base + map.len()) / HUGE * HUGE;
+        let hi = hi.saturating_sub(base).max(lo);
+        (lo, hi)
+    }
+
+    pub(super) fn possible(map: &Mmap, file_offset: Option<u64>) -> u64 {
+        let (lo, hi) = regions(map, file_offset);
+        (hi - lo) as u64
+    }
+
+    /// `field` (a `/proc/self/smaps` line such as `FilePmdMapped:`) of the mapping that starts
+    /// at `map`'s first page, in bytes, with `possible` beside it.
+    pub(super) fn measure(map: &Mmap, field: &str, possible: u64) -> Option<(u64, u64)> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let start = map.as_ptr() as usize / page_size() * page_size();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some(range) = line.split(' ').next().filter(|r| r.contains('-')) {
+                if let Some((from, _)) = range.split_once('-') {
+                    if let Ok(from) = usize::from_str_radix(from, 16) {
+                        inside = from == start;
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(kb) = line.strip_prefix(field) {
+                    let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().ok()?;
+                    return Some((kb * 1024, possible));
+                }
+            }
+        }
+        None
+    }
+
+    /// Measures the file map's huge pages, and when it is mostly on small ones, probes one region
+    /// and, if that comes back huge, reads the whole file again into huge folios.
+    pub(super) fn file_huge_pages(map: &Mmap, file: &File, offset: u64) -> Option<HugePages> {
+        let (lo, hi) = regions(map, Some(offset));
+        let possible = (hi - lo) as u64;
+        let (bytes, _) = measure(map, "FilePmdMapped:", possible)?;
+        let mut huge = HugePages {
+            bytes,
+            possible,
+            refaulted: false,
+        };
+        if possible == 0 || bytes >= possible / 2 {
+            return Some(huge);
+        }
+        // The last region holds tensor data (never the metadata a reader looks at first).
+        let probe = hi - HUGE;
+        refault(map, file, offset, probe, HUGE);
+        let (after, _) = measure(map, "FilePmdMapped:", possible)?;
+        if after < bytes + HUGE as u64 {
+            huge.bytes = after;
+            return Some(huge);
+        }
+        refault(map, file, offset, 0, map.len());
+        huge.bytes = measure(map, "FilePmdMapped:", possible)?.0;
+        huge.refaulted = true;
+        Some(huge)
+    }
+
+    /// Drops `[from, from + len)` of the map (whose first byte is the file's byte `offset`) from
+    /// this process and, where nobody else maps it, from the page cache, then faults it in again.
+    fn refault(map: &Mmap, file: &File, offset: u64, from: usize, len: usize) {
+        // SAFETY: a private, read-only map of a file nobody rewrites (see map_file), and no
+        // reference into it exists yet: the pages read back the same bytes.
+        let dropped = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, from, len) };
+        if dropped.is_err() {
+            return;
+        }
+        let (Ok(at), Ok(n)) = (
+            libc::off_t::try_from(offset + from as u64),
+            libc::off_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: posix_fadvise only reads its arguments; dropping clean cached pages of a file
+        // changes no data (dirty or mapped pages are left where they are).
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), at, n, libc::POSIX_FADV_DONTNEED) };
+        populate(map, from, len);
+    }
+}
