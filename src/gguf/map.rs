@@ -35,14 +35,71 @@ pub struct HugePages {
     pub refaulted: bool,
 }
 
+/// A model file's bytes in memory.
+pub(super) struct Mapped {
+    map: Mmap,
+    /// For anonymous memory (`--no-mmap`): the file and the offset its bytes were read from,
+    /// so that a released range can be mapped back from it.
+    read_from: Option<(File, u64)>,
+    locked: bool,
+    pub(super) huge_pages: Option<HugePages>,
+}
+
+impl Mapped {
+    /// `len` bytes of `file` from `offset`: mapped (`mmap`) or read into anonymous memory, and
+    /// locked in RAM with `mlock`.
+    pub(super) fn open(
+        mut file: File,
+        offset: u64,
+        len: usize,
+        mmap: bool,
+        mlock: bool,
+    ) -> io::Result<Mapped> {
+        let (map, huge_pages) = if mmap {
+            map_file(&file, offset, len)?
+        } else {
+            read_anon(&mut file, offset, len)?
+        };
+        if mlock {
+            map.lock().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("mlock of {len} bytes failed ({e}); raise `ulimit -l`"),
+                )
+            })?;
+        }
+        Ok(Mapped {
+            map,
+            read_from: (!mmap).then_some((file, offset)),
+            locked: mlock,
+            huge_pages,
+        })
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Gives back the pages lying wholly inside `[from, to)` (offsets into the bytes), which
+    /// read the same if touched again; returns whether any were. Locked pages stay.
+    pub(super) fn release(&self, from: usize, to: usize) -> bool {
+        if self.locked || from > to || to > self.map.len() {
+            return false;
+        }
+        match &self.read_from {
+            None => release(&self.map, from, to),
+            #[cfg(target_os = "linux")]
+            Some((file, offset)) => linux::map_back(&self.map, file, *offset, from, to),
+            #[cfg(not(target_os = "linux"))]
+            Some(_) => false,
+        }
+    }
+}
+
 /// Maps `len` bytes of `file` from `offset`, every page faulted in now (while the model loads,
 /// not as ~60k page faults inside the first prompt's matrix products), on huge pages where the
 /// system allows. The figures are `None` where they cannot be measured.
-pub(super) fn map_file(
-    file: &File,
-    offset: u64,
-    len: usize,
-) -> io::Result<(Mmap, Option<HugePages>)> {
+fn map_file(file: &File, offset: u64, len: usize) -> io::Result<(Mmap, Option<HugePages>)> {
     // SAFETY: the map is read-only and private to this process. Like every mmap-based reader
     // we assume nobody truncates or rewrites the model file while it is open.
     #[cfg(target_os = "linux")]
@@ -74,11 +131,7 @@ pub(super) fn map_file(
 
 /// Reads `len` bytes of `file` from `offset` into anonymous, page-aligned (unlike a `Vec`) and
 /// lockable memory, then makes it read-only.
-pub(super) fn read_anon(
-    file: &mut File,
-    offset: u64,
-    len: usize,
-) -> io::Result<(Mmap, Option<HugePages>)> {
+fn read_anon(file: &mut File, offset: u64, len: usize) -> io::Result<(Mmap, Option<HugePages>)> {
     use std::io::{Read, Seek, SeekFrom};
     let mut mem = memmap2::MmapMut::map_anon(len)?;
     // Only a hint: THP "madvise" gives 2 MiB pages, a kernel without THP keeps 4 KiB ones.
@@ -100,14 +153,13 @@ pub(super) fn read_anon(
     Ok((map, huge))
 }
 
-/// Drops this process's pages lying wholly inside `[from, to)` (offsets into a map of the file,
-/// made by [`map_file`]): they read back the same bytes from the file if touched again. Returns
-/// whether any were dropped.
+/// Drops this process's pages lying wholly inside `[from, to)` of a map of the file (made by
+/// [`map_file`]): they read back the same bytes from the file if touched again.
 ///
 /// A 2 MiB page that holds both dropped bytes and bytes still in use would come back whole at
 /// the next touch of the latter, so the 2 MiB regions at the range's two edges are first
 /// switched to small pages; the whole regions inside are dropped with their huge pages.
-pub(super) fn release(map: &Mmap, from: usize, to: usize) -> bool {
+fn release(map: &Mmap, from: usize, to: usize) -> bool {
     let page = page_size();
     let base = map.as_ptr() as usize;
     let (lo, hi) = (
@@ -255,5 +307,40 @@ mod linux {
         // changes no data (dirty or mapped pages are left where they are).
         unsafe { libc::posix_fadvise(file.as_raw_fd(), at, n, libc::POSIX_FADV_DONTNEED) };
         populate(map, from, len);
+    }
+
+    /// Replaces the anonymous pages lying wholly inside `[from, to)` of `map` (read from `file`
+    /// at `offset`) by a private map of the same bytes of the file: the memory goes back, and a
+    /// later read faults the bytes in from the file. Only where the file offsets are
+    /// page-aligned with the addresses (always, unless the model sits unaligned in a bundle).
+    pub(super) fn map_back(map: &Mmap, file: &File, offset: u64, from: usize, to: usize) -> bool {
+        let page = page_size();
+        let base = map.as_ptr() as usize;
+        let (lo, hi) = (
+            (base + from).next_multiple_of(page),
+            (base + to) / page * page,
+        );
+        let at = offset + (lo - base) as u64;
+        if hi <= lo || at % page as u64 != 0 {
+            return false;
+        }
+        let Ok(at) = libc::off_t::try_from(at) else {
+            return false;
+        };
+        // SAFETY: [lo, hi) lies inside this process's own read-only map, and MAP_FIXED puts
+        // there the very bytes it holds (read from this file, which nobody rewrites while the
+        // model is open: see map_file), so no reference into it sees a change. The whole range
+        // is still unmapped by `map`'s drop.
+        let p = unsafe {
+            libc::mmap(
+                lo as *mut libc::c_void,
+                hi - lo,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                at,
+            )
+        };
+        p != libc::MAP_FAILED
     }
 }

@@ -4,7 +4,7 @@
 //! Nothing read from the file sizes an allocation before it has been checked against the bytes
 //! that are actually there.
 
-use super::map::HugePages;
+use super::map::{HugePages, Mapped};
 use super::value::{Array, Value, ValueType};
 use super::{GgufError, Result};
 use crate::ggml::Type;
@@ -183,19 +183,15 @@ impl TensorInfo {
 
 /// Where the file's bytes live.
 enum Source {
-    /// A map of the file itself, or (`file_backed: false`) anonymous pages it was read into.
-    Map {
-        map: memmap2::Mmap,
-        file_backed: bool,
-        huge_pages: Option<HugePages>,
-    },
+    /// A map of the file itself, or anonymous pages it was read into.
+    Map(Mapped),
     Owned(Vec<u8>),
 }
 
 impl Source {
     fn bytes(&self) -> &[u8] {
         match self {
-            Source::Map { map, .. } => map,
+            Source::Map(m) => m.bytes(),
             Source::Owned(v) => v,
         }
     }
@@ -269,25 +265,9 @@ impl Gguf {
                     "the file is larger than the address space",
                 ))
             })?;
-            let (map, huge_pages) = if opts.mmap {
-                super::map::map_file(&file, offset, len)
-            } else {
-                super::map::read_anon(&mut file, offset, len)
-            }
-            .map_err(io)?;
-            if opts.mlock {
-                map.lock().map_err(|e| {
-                    io(std::io::Error::new(
-                        e.kind(),
-                        format!("mlock of {len} bytes failed ({e}); raise `ulimit -l`"),
-                    ))
-                })?;
-            }
-            Source::Map {
-                map,
-                file_backed: opts.mmap,
-                huge_pages,
-            }
+            Source::Map(
+                super::map::Mapped::open(file, offset, len, opts.mmap, opts.mlock).map_err(io)?,
+            )
         };
         Self::parse(source, Some(path.to_path_buf())).map_err(|e| GgufError::InFile {
             path: path.to_path_buf(),
@@ -410,7 +390,7 @@ impl Gguf {
     /// opened (`None` where that cannot be measured, or for an image built in memory).
     pub fn huge_pages(&self) -> Option<HugePages> {
         match &self.source {
-            Source::Map { huge_pages, .. } => *huge_pages,
+            Source::Map(m) => m.huge_pages,
             Source::Owned(_) => None,
         }
     }
@@ -552,28 +532,20 @@ impl Gguf {
         &self.source.bytes()[start..start + info.n_bytes as usize]
     }
 
-    /// Drops this process's resident pages lying wholly inside `bytes` (a slice of this file,
-    /// e.g. tensor data a repacked copy has replaced); the next read of them faults them in
-    /// again from the file, unchanged. Only a map of the file can do this (anonymous pages would
-    /// come back zeroed), and locked pages stay; returns whether pages were released.
+    /// Gives back the memory of the pages lying wholly inside `bytes` (a slice of this file,
+    /// e.g. tensor data a repacked copy has replaced). They read the same if touched again: a
+    /// map of the file faults them in from it, and anonymous memory (`--no-mmap`) gets the
+    /// file mapped back over the range. Locked pages stay; returns whether pages were released.
     pub fn release(&self, bytes: &[u8]) -> bool {
-        let Source::Map {
-            map,
-            file_backed: true,
-            ..
-        } = &self.source
-        else {
+        let Source::Map(m) = &self.source else {
             return false;
         };
-        let base = map.as_ptr() as usize;
+        let base = m.bytes().as_ptr() as usize;
         let start = bytes.as_ptr() as usize;
-        let Some(end) = start.checked_add(bytes.len()) else {
-            return false;
-        };
-        if start < base || end > base + map.len() {
-            return false;
+        match start.checked_sub(base) {
+            Some(from) => m.release(from, from.saturating_add(bytes.len())),
+            None => false,
         }
-        super::map::release(map, start - base, end - base)
     }
 }
 
