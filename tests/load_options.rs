@@ -4,6 +4,7 @@
 
 mod common;
 
+use gemlet::gguf::{Gguf, OpenOptions};
 use std::process::Command;
 
 fn tiny() -> String {
@@ -51,6 +52,38 @@ fn no_mmap_and_mlock_give_the_same_tokens() {
         let (out, e, ok) = generate(flags);
         assert!(ok, "{flags:?}: {e}");
         assert_eq!(ids(&out), ids(&mapped), "{flags:?}");
+    }
+}
+
+/// `--mlock` really locks: this process's locked memory grows by the file's pages, and shrinks
+/// back when the model is dropped.
+#[test]
+fn mlock_locks_the_file_s_pages() {
+    let vm_lck = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmLck is in /proc/self/status")
+            * 1024
+    };
+    let path = tiny();
+    let len = std::fs::metadata(&path).unwrap().len();
+    let before = vm_lck();
+    let opts = OpenOptions {
+        mlock: true,
+        ..OpenOptions::default()
+    };
+    for mmap in [true, false] {
+        let g = Gguf::open_with(&path, OpenOptions { mmap, ..opts }).unwrap();
+        let locked = vm_lck() - before;
+        assert!(
+            locked >= len / 4096 * 4096,
+            "mmap {mmap}: {locked} of {len} bytes locked"
+        );
+        drop(g);
+        assert_eq!(vm_lck(), before, "mmap {mmap}: still locked after drop");
     }
 }
 
