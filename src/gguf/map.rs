@@ -141,13 +141,14 @@ fn read_anon(file: &mut File, offset: u64, len: usize) -> io::Result<(Mmap, Opti
     file.read_exact(&mut mem)?;
     let map = mem.make_read_only()?;
     #[cfg(target_os = "linux")]
-    let huge = linux::measure(&map, "AnonHugePages:", linux::possible(&map, None)).map(
-        |(bytes, possible)| HugePages {
+    let huge = linux::measure(&map, "AnonHugePages:").map(|bytes| {
+        let (lo, hi) = linux::regions(&map, None);
+        HugePages {
             bytes,
-            possible,
+            possible: (hi - lo) as u64,
             refaulted: false,
-        },
-    );
+        }
+    });
     #[cfg(not(target_os = "linux"))]
     let huge = None;
     Ok((map, huge))
@@ -160,15 +161,10 @@ fn read_anon(file: &mut File, offset: u64, len: usize) -> io::Result<(Mmap, Opti
 /// the next touch of the latter, so the 2 MiB regions at the range's two edges are first
 /// switched to small pages; the whole regions inside are dropped with their huge pages.
 fn release(map: &Mmap, from: usize, to: usize) -> bool {
-    let page = page_size();
-    let base = map.as_ptr() as usize;
-    let (lo, hi) = (
-        (base + from).next_multiple_of(page),
-        (base + to) / page * page,
-    );
-    if hi <= lo {
+    let Some((lo, hi)) = whole_pages(map, from, to) else {
         return false;
-    }
+    };
+    let base = map.as_ptr() as usize;
     #[cfg(target_os = "linux")]
     for edge in [lo / HUGE * HUGE, (hi - 1) / HUGE * HUGE] {
         if lo > edge || hi < edge + HUGE {
@@ -180,6 +176,16 @@ fn release(map: &Mmap, from: usize, to: usize) -> bool {
     // back the same bytes, so no Rust reference into the map sees a change.
     unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo - base, hi - lo) }
         .is_ok()
+}
+
+/// The addresses of the whole pages inside `[from, to)` of `map`, if there are any.
+fn whole_pages(map: &Mmap, from: usize, to: usize) -> Option<(usize, usize)> {
+    let (page, base) = (page_size(), map.as_ptr() as usize);
+    let (lo, hi) = (
+        (base + from).next_multiple_of(page),
+        (base + to) / page * page,
+    );
+    (lo < hi).then_some((lo, hi))
 }
 
 fn page_size() -> usize {
@@ -208,7 +214,7 @@ fn populate(map: &Mmap, from: usize, len: usize) {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{page_size, populate, HugePages, HUGE};
+    use super::{page_size, populate, whole_pages, HugePages, HUGE};
     use memmap2::{Mmap, UncheckedAdvice};
     use std::fs::File;
     use std::os::fd::AsRawFd;
@@ -230,14 +236,9 @@ mod linux {
         (lo, hi)
     }
 
-    pub(super) fn possible(map: &Mmap, file_offset: Option<u64>) -> u64 {
-        let (lo, hi) = regions(map, file_offset);
-        (hi - lo) as u64
-    }
-
     /// `field` (a `/proc/self/smaps` line such as `FilePmdMapped:`) of the mapping that starts
-    /// at `map`'s first page, in bytes, with `possible` beside it.
-    pub(super) fn measure(map: &Mmap, field: &str, possible: u64) -> Option<(u64, u64)> {
+    /// at `map`'s first page, in bytes.
+    pub(super) fn measure(map: &Mmap, field: &str) -> Option<u64> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
         let start = map.as_ptr() as usize / page_size() * page_size();
         let mut inside = false;
@@ -253,7 +254,7 @@ mod linux {
             if inside {
                 if let Some(kb) = line.strip_prefix(field) {
                     let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().ok()?;
-                    return Some((kb * 1024, possible));
+                    return Some(kb * 1024);
                 }
             }
         }
@@ -265,7 +266,7 @@ mod linux {
     pub(super) fn file_huge_pages(map: &Mmap, file: &File, offset: u64) -> Option<HugePages> {
         let (lo, hi) = regions(map, Some(offset));
         let possible = (hi - lo) as u64;
-        let (bytes, _) = measure(map, "FilePmdMapped:", possible)?;
+        let bytes = measure(map, "FilePmdMapped:")?;
         let mut huge = HugePages {
             bytes,
             possible,
@@ -277,13 +278,13 @@ mod linux {
         // The last region holds tensor data (never the metadata a reader looks at first).
         let probe = hi - HUGE;
         refault(map, file, offset, probe, HUGE);
-        let (after, _) = measure(map, "FilePmdMapped:", possible)?;
+        let after = measure(map, "FilePmdMapped:")?;
         if after < bytes + HUGE as u64 {
             huge.bytes = after;
             return Some(huge);
         }
         refault(map, file, offset, 0, map.len());
-        huge.bytes = measure(map, "FilePmdMapped:", possible)?.0;
+        huge.bytes = measure(map, "FilePmdMapped:")?;
         huge.refaulted = true;
         Some(huge)
     }
@@ -314,14 +315,11 @@ mod linux {
     /// later read faults the bytes in from the file. Only where the file offsets are
     /// page-aligned with the addresses (always, unless the model sits unaligned in a bundle).
     pub(super) fn map_back(map: &Mmap, file: &File, offset: u64, from: usize, to: usize) -> bool {
-        let page = page_size();
-        let base = map.as_ptr() as usize;
-        let (lo, hi) = (
-            (base + from).next_multiple_of(page),
-            (base + to) / page * page,
-        );
-        let at = offset + (lo - base) as u64;
-        if hi <= lo || at % page as u64 != 0 {
+        let Some((lo, hi)) = whole_pages(map, from, to) else {
+            return false;
+        };
+        let at = offset + (lo - map.as_ptr() as usize) as u64;
+        if at % page_size() as u64 != 0 {
             return false;
         }
         let Ok(at) = libc::off_t::try_from(at) else {
