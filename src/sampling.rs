@@ -65,6 +65,8 @@ pub struct Sampler {
     rng: SplitMix64,
     /// Tokens never sampled (llama.cpp's `--ignore-eos` bans the end-of-generation tokens).
     banned: Vec<TokenId>,
+    /// Candidates of the token being chosen, kept from token to token.
+    cand: Vec<(TokenId, f32)>,
 }
 
 impl Sampler {
@@ -73,6 +75,7 @@ impl Sampler {
             params,
             rng: SplitMix64::new(params.seed),
             banned: Vec::new(),
+            cand: Vec::new(),
         }
     }
 
@@ -92,16 +95,22 @@ impl Sampler {
 
     /// The candidates (id, probability) that remain after the filters, most likely first,
     /// probabilities summing to 1. For greedy sampling: the single best token.
-    pub fn distribution(&self, logits: &[f32], history: &[TokenId]) -> Vec<(TokenId, f32)> {
-        let p = &self.params;
-        let mut logits = logits.to_vec();
-        self.apply_penalties(&mut logits, history);
-        let mut cand: Vec<(TokenId, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.banned.contains(&(*i as TokenId)))
-            .map(|(i, &l)| (i as TokenId, l))
-            .collect();
+    pub fn distribution(&mut self, logits: &[f32], history: &[TokenId]) -> Vec<(TokenId, f32)> {
+        self.filter(logits, history).to_vec()
+    }
+
+    /// [`Sampler::distribution`] in the sampler's own buffer: once it has grown to the
+    /// vocabulary, choosing a token allocates nothing.
+    fn filter(&mut self, logits: &[f32], history: &[TokenId]) -> &[(TokenId, f32)] {
+        let p = self.params;
+        let cand = &mut self.cand;
+        cand.clear();
+        cand.extend(logits.iter().enumerate().map(|(i, &l)| (i as TokenId, l)));
+        // Ids are still indices here.
+        apply_penalties(&p, cand, history);
+        if !self.banned.is_empty() {
+            cand.retain(|(id, _)| !self.banned.contains(id));
+        }
         let by_logit =
             |a: &(TokenId, f32), b: &(TokenId, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.temp <= 0.0 {
@@ -110,14 +119,16 @@ impl Sampler {
                 .copied()
                 .min_by(by_logit)
                 .expect("logits are not empty");
-            return vec![(best.0, 1.0)];
+            cand.clear();
+            cand.push((best.0, 1.0));
+            return cand;
         }
         if p.top_k > 0 && p.top_k < cand.len() {
             cand.select_nth_unstable_by(p.top_k - 1, by_logit);
             cand.truncate(p.top_k);
         }
         cand.sort_by(by_logit);
-        softmax(&mut cand);
+        softmax(cand);
         if p.top_p < 1.0 {
             let mut cum = 0.0;
             let keep = cand
@@ -134,55 +145,56 @@ impl Sampler {
             cand.retain(|&(_, pr)| pr >= floor);
         }
         // Temperature on the surviving logits: p^(1/T), renormalized.
-        for c in &mut cand {
+        for c in cand.iter_mut() {
             c.1 = c.1.ln() / p.temp;
         }
-        softmax(&mut cand);
+        softmax(cand);
         cand
-    }
-
-    /// repeat penalty (divide positive logits, multiply negative ones), then presence and
-    /// frequency penalties, over the last `repeat_last_n` tokens.
-    fn apply_penalties(&self, logits: &mut [f32], history: &[TokenId]) {
-        let p = &self.params;
-        if p.repeat_last_n == 0
-            || (p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0)
-        {
-            return;
-        }
-        let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
-        let mut counts = std::collections::HashMap::new();
-        for &t in recent {
-            *counts.entry(t).or_insert(0u32) += 1;
-        }
-        for (&t, &n) in &counts {
-            let Some(l) = logits.get_mut(t as usize) else {
-                continue;
-            };
-            if *l <= 0.0 {
-                *l *= p.repeat_penalty;
-            } else {
-                *l /= p.repeat_penalty;
-            }
-            *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
-        }
     }
 
     /// Picks the next token.
     pub fn sample(&mut self, logits: &[f32], history: &[TokenId]) -> TokenId {
-        let cand = self.distribution(logits, history);
-        if cand.len() == 1 {
-            return cand[0].0;
+        if self.filter(logits, history).len() == 1 {
+            return self.cand[0].0;
         }
         let r = self.uniform() as f32;
+        let cand = &self.cand;
         let mut cum = 0.0;
-        for &(id, pr) in &cand {
+        for &(id, pr) in cand {
             cum += pr;
             if r < cum {
                 return id;
             }
         }
         cand[cand.len() - 1].0
+    }
+}
+
+/// repeat penalty (divide positive logits, multiply negative ones), then presence and
+/// frequency penalties, over the last `repeat_last_n` tokens; `cand[id]` is token `id`.
+fn apply_penalties(p: &SamplerParams, cand: &mut [(TokenId, f32)], history: &[TokenId]) {
+    if p.repeat_last_n == 0
+        || (p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0)
+    {
+        return;
+    }
+    let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
+    // Each distinct id once, at its first occurrence (a window of tens of tokens: quadratic
+    // is cheaper than a map, and allocates nothing).
+    for (i, &t) in recent.iter().enumerate() {
+        if recent[..i].contains(&t) {
+            continue;
+        }
+        let n = recent[i..].iter().filter(|&&u| u == t).count();
+        let Some((_, l)) = cand.get_mut(t as usize) else {
+            continue;
+        };
+        if *l <= 0.0 {
+            *l *= p.repeat_penalty;
+        } else {
+            *l /= p.repeat_penalty;
+        }
+        *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
     }
 }
 
@@ -240,7 +252,7 @@ mod tests {
 
     #[test]
     fn greedy_picks_the_best_and_the_lowest_id_on_ties() {
-        let s = Sampler::new(SamplerParams::greedy());
+        let mut s = Sampler::new(SamplerParams::greedy());
         assert_eq!(s.distribution(&LOGITS, &[]), vec![(4, 1.0)]);
         assert_eq!(s.distribution(&[1.0, 3.0, 3.0], &[]), vec![(1, 1.0)]);
     }
@@ -299,7 +311,7 @@ mod tests {
     #[test]
     fn penalties_follow_llama_cpp() {
         let history = [4, 4, 3];
-        let s = Sampler::new(params(|p| {
+        let mut s = Sampler::new(params(|p| {
             p.repeat_penalty = 2.0;
             p.presence_penalty = 0.5;
             p.frequency_penalty = 0.25;
@@ -314,7 +326,7 @@ mod tests {
             assert!((p as f64 - want[id as usize]).abs() < 1e-6, "{id}");
         }
         // Only the last repeat_last_n tokens count.
-        let s = Sampler::new(params(|p| {
+        let mut s = Sampler::new(params(|p| {
             p.repeat_penalty = 2.0;
             p.repeat_last_n = 1;
         }));

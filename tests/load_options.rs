@@ -45,10 +45,15 @@ fn generate(extra: &[&str]) -> (String, String, bool) {
 }
 
 #[test]
-fn no_mmap_and_mlock_give_the_same_tokens() {
+fn no_mmap_mlock_and_no_warmup_give_the_same_tokens() {
     let (mapped, e, ok) = generate(&[]);
     assert!(ok, "{e}");
-    for flags in [&["--no-mmap"][..], &["--mlock"], &["--no-mmap", "--mlock"]] {
+    for flags in [
+        &["--no-mmap"][..],
+        &["--mlock"],
+        &["--no-mmap", "--mlock"],
+        &["--no-warmup"],
+    ] {
         let (out, e, ok) = generate(flags);
         assert!(ok, "{flags:?}: {e}");
         assert_eq!(ids(&out), ids(&mapped), "{flags:?}");

@@ -2,11 +2,13 @@
 //! buffers allocated once, and reused for every token until the attended cache grows by a
 //! padding step (256 slots); inputs are written and logits read through buffers kept in the
 //! session. Counted with a global allocator that tallies every Rust allocation (ggml's own
-//! buffers are allocated once, at session start and when a graph is built).
+//! buffers are allocated once, at session start and when a graph is built). Choosing the token
+//! allocates nothing either, once the sampler's buffer has grown to the vocabulary.
 
 mod common;
 
 use gemlet::model::Model;
+use gemlet::sampling::{Sampler, SamplerParams, SplitMix64};
 use gemlet::session::{Session, SessionParams};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -93,4 +95,40 @@ fn a_long_generation_builds_a_graph_per_padding_step() {
     // layers' ring saturates at 512 + 512 slots on the way, which shares those steps.
     eprintln!("{} graphs for 601 evaluations", s.graphs_built());
     assert!(s.graphs_built() <= 6, "{}", s.graphs_built());
+}
+
+#[test]
+fn choosing_a_token_allocates_nothing() {
+    // A vocabulary's worth of logits, as gemma3's 262k: the sampler's candidate buffer would
+    // be 2 MiB a token if it were allocated each time.
+    let mut rng = SplitMix64::new(1);
+    let logits: Vec<f32> = (0..262_144)
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 20.0 - 10.0)
+        .collect();
+    let history: Vec<u32> = (0..64).map(|i| (i * 37) % 300).collect();
+    let penalties = SamplerParams {
+        repeat_penalty: 1.1,
+        presence_penalty: 0.5,
+        frequency_penalty: 0.25,
+        ..SamplerParams::default()
+    };
+    for params in [SamplerParams::greedy(), SamplerParams::default(), penalties] {
+        let mut sampler = Sampler::new(params);
+        sampler.ban(&[1, 106]);
+        let first = sampler.sample(&logits, &history);
+        let mut ids = Vec::with_capacity(101);
+        ids.push(first);
+        let before = allocations();
+        for _ in 0..100 {
+            ids.push(sampler.sample(&logits, &history));
+        }
+        assert_eq!(allocations() - before, 0, "{params:?}");
+        assert!(ids.iter().all(|id| ![1, 106].contains(id)), "{params:?}");
+        if params.temp <= 0.0 {
+            assert!(
+                ids.iter().all(|&id| id == first),
+                "greedy is the same every time"
+            );
+        }
+    }
 }

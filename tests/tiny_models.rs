@@ -175,3 +175,25 @@ fn token_by_token_logits_match_llama_cpp() {
         );
     }
 }
+
+/// The warm-up at session start (as llama.cpp's) leaves nothing behind: no position used,
+/// and the same logits, bit for bit, as a session without it.
+#[test]
+fn warm_up_leaves_the_session_as_new() {
+    for path in models() {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let r = reference(&path);
+        let model = Model::load(&path).unwrap();
+        let mut cold = Session::new(&model, params()).unwrap();
+        let warmup = SessionParams {
+            warmup: true,
+            ..params()
+        };
+        let mut warm = Session::new(&model, warmup).unwrap();
+        assert_eq!((warm.n_past(), warm.graphs_built()), (0, 1), "{name}");
+        for s in [&mut cold, &mut warm] {
+            s.eval(&r.tokens).unwrap();
+        }
+        assert_eq!(warm.logits(), cold.logits(), "{name}");
+    }
+}

@@ -105,6 +105,9 @@ pub struct ModelArgs {
     /// Use every weight from the map as it is (the default); also -nr.
     #[arg(long = "no-repack")]
     pub no_repack: bool,
+    /// Skip the one-token warm-up at load (it makes the first prompt faster).
+    #[arg(long = "no-warmup")]
+    pub no_warmup: bool,
 }
 
 impl ModelArgs {
@@ -117,6 +120,7 @@ impl ModelArgs {
             flash_attn: self.flash_attn,
             force: self.force,
             repack: self.repack,
+            warmup: !self.no_warmup,
         }
     }
 

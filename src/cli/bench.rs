@@ -97,6 +97,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         flash_attn: args.flash_attn,
         force: false,
         repack: args.repack,
+        // Each test warms up on its own shape (llama-bench's warm-up), below.
+        warmup: false,
     };
     let mut session = Session::new(&model, params)?;
     let census = Census::of(model.gguf());
