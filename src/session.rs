@@ -122,7 +122,6 @@ pub struct Session<'m> {
     // Input buffers reused from batch to batch.
     positions: Vec<i32>,
     ids: Vec<i32>,
-    rows: Vec<i32>,
 }
 
 impl<'m> Session<'m> {
@@ -157,7 +156,6 @@ impl<'m> Session<'m> {
             graphs_built: 0,
             positions: Vec::with_capacity(n_batch),
             ids: Vec::with_capacity(n_batch),
-            rows: Vec::with_capacity(n_batch),
         };
         if params.warmup {
             session.warm_up()?;
@@ -226,26 +224,26 @@ impl<'m> Session<'m> {
     /// holds the last token's logits.
     pub fn eval(&mut self, tokens: &[TokenId]) -> Result<()> {
         let last = self.n_past() + tokens.len().max(1) - 1;
-        self.eval_inner(tokens, &|p| p == last, None)
+        self.eval_inner(tokens, last, None)
     }
 
     /// Like [`Session::eval`], but keeps the logits of every token: row i of
     /// [`Session::logits`] predicts the token after `tokens[i]`.
     pub fn eval_all(&mut self, tokens: &[TokenId]) -> Result<()> {
-        self.eval_inner(tokens, &|_| true, None)
+        self.eval_inner(tokens, self.n_past(), None)
     }
 
     /// Like [`Session::eval`], but keeps the logits of the tokens at positions `from` and later
     /// (one row each, in order).
     pub fn eval_from(&mut self, tokens: &[TokenId], from: usize) -> Result<()> {
-        self.eval_inner(tokens, &|p| p >= from, None)
+        self.eval_inner(tokens, from, None)
     }
 
     /// Like [`Session::eval`], stopping early (with [`SessionError::Stopped`], positions of
     /// the interrupted batch forgotten) once `stop` is set.
     pub fn eval_abortable(&mut self, tokens: &[TokenId], stop: &AtomicBool) -> Result<()> {
         let last = self.n_past() + tokens.len().max(1) - 1;
-        self.eval_inner(tokens, &|p| p == last, Some(stop))
+        self.eval_inner(tokens, last, Some(stop))
     }
 
     /// Logits of the last evaluation (one row of n_vocab per kept token).
@@ -253,10 +251,11 @@ impl<'m> Session<'m> {
         &self.logits
     }
 
+    /// Evaluates `tokens`, keeping the logits of positions `from` and later.
     fn eval_inner(
         &mut self,
         tokens: &[TokenId],
-        keep: &dyn Fn(usize) -> bool,
+        from: usize,
         stop: Option<&AtomicBool>,
     ) -> Result<()> {
         if tokens.is_empty() {
@@ -276,7 +275,7 @@ impl<'m> Session<'m> {
         self.logits.clear();
         for chunk in tokens.chunks(self.params.n_batch) {
             let start = self.n_past();
-            if let Err(e) = self.eval_batch(chunk, keep, stop) {
+            if let Err(e) = self.eval_batch(chunk, from, stop) {
                 self.truncate(start);
                 self.logits.clear();
                 return Err(e);
@@ -285,35 +284,29 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// One forward pass over at most n_batch tokens; appends the logits of the rows `keep`
-    /// selects (by position) to `self.logits`.
+    /// One forward pass over at most n_batch tokens; appends the logits of positions `from`
+    /// and later to `self.logits`.
     fn eval_batch(
         &mut self,
         tokens: &[TokenId],
-        keep: &dyn Fn(usize) -> bool,
+        from: usize,
         stop: Option<&AtomicBool>,
     ) -> Result<()> {
         let p0 = self.n_past();
         self.positions.clear();
         self.positions
             .extend((0..tokens.len()).map(|i| (p0 + i) as i32));
-        self.rows.clear();
-        self.rows
-            .extend((0..tokens.len() as i32).filter(|&i| keep(p0 + i as usize)));
         self.ids.clear();
         self.ids.extend(tokens.iter().map(|&t| t as i32));
-        let wanted = self.rows.len();
-        // The output head runs on the kept rows only (at least one, so the graph has an end).
-        let all = wanted == tokens.len();
-        if wanted == 0 {
-            self.rows.push(0);
-        }
+        // The kept rows are the batch's last ones; the graph computes at least one, so that
+        // it has an end.
+        let wanted = tokens.len() - from.saturating_sub(p0).min(tokens.len());
         self.cache.plan(&self.positions);
         let plans = self.cache.plans();
         let shape = BatchShape {
             n_tokens: tokens.len(),
             n_kv: [plans[0].n_kv, plans[1].n_kv],
-            n_out: (!all).then_some(self.rows.len()),
+            n_out: (wanted < tokens.len()).then_some(wanted.max(1)),
         };
         if self.graph.as_ref().is_none_or(|(_, f)| f.shape != shape) {
             // Drop the old graph first: the allocator's buffer it points into is reused.
@@ -341,9 +334,6 @@ impl<'m> Session<'m> {
                 t(slots).write_i32(plan.slots)?;
                 t(mask).write_f16(plan.mask)?;
             }
-        }
-        if let Some(out) = f.out_ids {
-            t(out).write_i32(&self.rows)?;
         }
         let graph = ctx.resolve_graph(f.graph);
         match stop {

@@ -16,7 +16,7 @@ pub struct BatchShape {
     pub n_tokens: usize,
     /// Cache slots attended over, per kind of layer (global, local).
     pub n_kv: [usize; 2],
-    /// Rows that go through the output head: all of them when `None`.
+    /// Rows that go through the output head, the batch's last ones: all of them when `None`.
     pub n_out: Option<usize>,
 }
 
@@ -33,8 +33,6 @@ pub struct Forward {
     /// (F16, `n_kv` × tokens); `None` when the model has no layer of that kind.
     pub slots: [Option<TensorId>; 2],
     pub masks: [Option<TensorId>; 2],
-    /// Rows whose logits are wanted (I32), when not all of them.
-    pub out_ids: Option<TensorId>,
     /// Logits, vocab × outputs.
     pub logits: TensorId,
 }
@@ -87,10 +85,15 @@ pub fn build<'c>(
         }
     }
 
-    // The rows whose logits are wanted (all of them when `None`).
-    let out_ids = match n_out {
-        Some(n) => Some(input(Type::I32, &[n], "inp_out_ids")?),
-        None => None,
+    // The rows whose logits are wanted: the batch's last `n_out`.
+    let n_out = n_out.unwrap_or(b).clamp(1, b);
+    let last_rows = |t: Tensor<'c>, n: usize| -> Tensor<'c> {
+        let [ne0, rows, ..] = t.shape();
+        if n == rows {
+            return t;
+        }
+        let stride = t.strides()[1];
+        ctx.view(t, &[ne0, n], &[stride], (rows - n) * stride)
     };
 
     // Embedding, scaled by sqrt(hidden).
@@ -160,10 +163,12 @@ pub fn build<'c>(
         };
         let mut a = ctx.mul_mat(weight(lw.wo), ctx.reshape(att, &[dv * n_head, b]));
         // Past the last attention, no row depends on another: only the wanted rows go on
-        // through the last feed-forward block and the head (as llama.cpp does, at this point).
-        if let (Some(ids), true) = (out_ids, il + 1 == w.layers.len()) {
-            a = ctx.get_rows(a, ids);
-            x = ctx.get_rows(x, ids);
+        // through the last feed-forward block and the head (as llama.cpp does, at this
+        // point: the queries and attention of every row are computed as it computes them,
+        // so that the same kernels give the same numbers).
+        if il + 1 == w.layers.len() {
+            a = last_rows(a, n_out);
+            x = last_rows(x, n_out);
         }
         if let Some(pn) = lw.post_attn_norm {
             a = norm(a, pn);
@@ -183,8 +188,8 @@ pub fn build<'c>(
         x = ctx.add(x, f);
     }
 
-    if let (Some(ids), true) = (out_ids, w.layers.is_empty()) {
-        x = ctx.get_rows(x, ids);
+    if w.layers.is_empty() {
+        x = last_rows(x, n_out);
     }
     x = norm(x, w.output_norm);
     let mut logits = ctx.mul_mat(weight(w.output), x);
@@ -201,7 +206,6 @@ pub fn build<'c>(
         positions: id(positions),
         slots: slots.map(|t| t.map(id)),
         masks: masks.map(|t| t.map(id)),
-        out_ids: out_ids.map(id),
         logits: id(logits),
     })
 }
