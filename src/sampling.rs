@@ -65,8 +65,10 @@ pub struct Sampler {
     rng: SplitMix64,
     /// Tokens never sampled (llama.cpp's `--ignore-eos` bans the end-of-generation tokens).
     banned: Vec<TokenId>,
-    /// Candidates of the token being chosen, kept from token to token.
+    /// Candidates of the token being chosen, and the penalized window's ids sorted: kept from
+    /// token to token.
     cand: Vec<(TokenId, f32)>,
+    recent: Vec<TokenId>,
 }
 
 impl Sampler {
@@ -76,6 +78,7 @@ impl Sampler {
             rng: SplitMix64::new(params.seed),
             banned: Vec::new(),
             cand: Vec::new(),
+            recent: Vec::new(),
         }
     }
 
@@ -122,7 +125,7 @@ impl Sampler {
         }
         cand.extend(logits.iter().enumerate().map(|(i, &l)| (i as TokenId, l)));
         // Ids are still indices here.
-        apply_penalties(&p, cand, history);
+        apply_penalties(&p, cand, &mut self.recent, history);
         if !self.banned.is_empty() {
             cand.retain(|(id, _)| !self.banned.contains(id));
         }
@@ -187,18 +190,21 @@ impl Sampler {
 
 /// repeat penalty (divide positive logits, multiply negative ones), then presence and
 /// frequency penalties, over the last `repeat_last_n` tokens; `cand[id]` is token `id`.
-fn apply_penalties(p: &SamplerParams, cand: &mut [(TokenId, f32)], history: &[TokenId]) {
+fn apply_penalties(
+    p: &SamplerParams,
+    cand: &mut [(TokenId, f32)],
+    recent: &mut Vec<TokenId>,
+    history: &[TokenId],
+) {
     if !penalizes(p) {
         return;
     }
-    let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
-    // Each distinct id once, at its first occurrence (a window of tens of tokens: quadratic
-    // is cheaper than a map, and allocates nothing).
-    for (i, &t) in recent.iter().enumerate() {
-        if recent[..i].contains(&t) {
-            continue;
-        }
-        let n = recent[i..].iter().filter(|&&u| u == t).count();
+    // Each distinct id once with its count: runs of the sorted window.
+    recent.clear();
+    recent.extend_from_slice(&history[history.len().saturating_sub(p.repeat_last_n)..]);
+    recent.sort_unstable();
+    for run in recent.chunk_by(|a, b| a == b) {
+        let (t, n) = (run[0], run.len());
         let Some((_, l)) = cand.get_mut(t as usize) else {
             continue;
         };
