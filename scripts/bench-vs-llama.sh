@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gemlet against the llama.cpp reference, side by side in one run, on the same models and
-# thread counts: llama-bench and `gemlet bench` (as it starts, and with --repack) alternately
+# thread counts: llama-bench and `gemlet bench` (as it starts, and with --no-repack) alternately
 # (pp and tg, t/s), each on its own freshly written copy of the model (see fresh_copy), with
 # llama.cpp also on gemlet's copy as a control; peak RSS and time to first token of a
 # 2048-context run (a ~64-token prompt, 128 generated), the machine's memory read bandwidth
@@ -60,11 +60,11 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/membw" "$here/membw.c"
 
-# gemlet as it starts (weights used from the map as the file has them) and with --repack (what
-# llama.cpp does by default).
-variants=(gemlet gemlet-repack)
-bench_flags=("" "--repack 1")
-generate_flags=("" "--repack")
+# gemlet as it starts (repacked kernels for prompts; for single tokens too where they are the
+# faster ones) and with --no-repack (every weight from the map as the file has it).
+variants=(gemlet gemlet-norepack)
+bench_flags=("" "--repack 0")
+generate_flags=("" "--no-repack")
 
 # Each program runs on its own copy of the model, written just before, as a user has a model
 # just downloaded or assembled: the page cache holds such a file in 4 KiB folios (forced here,
@@ -194,8 +194,8 @@ def ttft_ms(tag, tool):
 def fmt(xs):
     return f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:5.2f}"
 
-variants = ["gemlet", "gemlet-repack"]
-labels = ["gemlet", "gemlet --repack"]
+variants = ["gemlet", "gemlet-norepack"]
+labels = ["gemlet", "gemlet --no-repack"]
 print("| model, threads | measure | llama.cpp | " + " | ".join(f"{l} | ratio" for l in labels)
       + " | llama.cpp, huge-page cache | gemlet / it |")
 print("| --- | --- | ---: |" + " ---: | ---: |" * (len(labels) + 1))

@@ -4,7 +4,7 @@
 use crate::ggml::{Allocator, Context, Executor, GgmlError};
 use crate::model::gemma::{self, BatchShape, Forward};
 use crate::model::kv_cache::{CacheParams, KvCache};
-use crate::model::weights::Weights;
+use crate::model::weights::{Repack, Weights};
 use crate::model::{Model, ModelError};
 use crate::sampling::Sampler;
 use crate::tokenizer::{TokenId, TokenizerError};
@@ -49,10 +49,8 @@ pub struct SessionParams {
     pub flash_attn: bool,
     /// Start even when the memory plan says the session will not fit in available memory.
     pub force: bool,
-    /// Repack the matrices ggml's CPU kernels have an interleaved layout for (llama.cpp's
-    /// `--repack`): faster prompts, a load-time copy. Off, weights are used from the map as
-    /// they are.
-    pub repack: bool,
+    /// The weights' layout for ggml's CPU kernels (see [`Repack`]).
+    pub repack: Repack,
     /// Evaluate one token at creation and forget it (llama.cpp's warm-up; `--no-warmup`
     /// skips it). The first pass over the weights after load runs measurably slower than
     /// later ones (here 5% of a 52-token prompt, Q4_K_M): this moves that cost out of the
@@ -69,7 +67,7 @@ impl Default for SessionParams {
             cache: CacheParams::default(),
             flash_attn: true,
             force: false,
-            repack: false,
+            repack: Repack::Auto,
             warmup: false,
         }
     }
@@ -179,6 +177,11 @@ impl<'m> Session<'m> {
     /// Matrices this session's weights hold repacked, and their bytes (`repack`).
     pub fn repacked(&self) -> (usize, usize) {
         self.weights.repacked
+    }
+
+    /// Bytes of the repacked copies prompts use beside the mapped matrices.
+    pub fn repack_copies(&self) -> usize {
+        self.weights.copied_bytes
     }
 
     pub fn model(&self) -> &'m Model {

@@ -6,13 +6,14 @@
 //! Tolerances, from ../shared/fixtures/README-gemma3-270m-greedy.md: inside llama.cpp itself,
 //! equally valid kernels (flash attention on/off, repacked or plain Q4_K/Q5_0 dot products) move
 //! logits by up to 1.2 and change the greedy continuation of most prompts, because the smallest
-//! top-1/top-2 margins are 0.003–0.3. gemlet keeps the weights unrepacked (the reference
-//! repacked them), so it is held to: identical prompt ids; fed the reference's own tokens, the
-//! top-10 logits within llama.cpp's own spread between equally valid kernels (1.2: flash
-//! attention on/off, and repack on/off for Q4_K_M, 0.87; for Q4_0, whose repacked kernels differ
-//! most, repacked logits even depend on the CPU: up to 5) with a mean under 0.3, and the same top
-//! token wherever the reference margin exceeds 1.5; free-running greedy ids equal up to the
-//! reference's first step with a margin under 1.5.
+//! top-1/top-2 margins are 0.003–0.3. gemlet runs by default repacked kernels for prompts and,
+//! for K-quants, plain ones for single tokens (the reference repacked throughout), or plain
+//! ones throughout (`--no-repack`, the FA-off test), so it is held to: identical prompt ids;
+//! fed the reference's own tokens, the top-10 logits within llama.cpp's own spread between
+//! equally valid kernels (1.2: flash attention on/off, and repack on/off for Q4_K_M, 0.87; for
+//! Q4_0, whose repacked kernels differ most, repacked logits even depend on the CPU: up to 5)
+//! with a mean under 0.3, and the same top token wherever the reference margin exceeds 1.5;
+//! free-running greedy ids equal up to the reference's first step with a margin under 1.5.
 //!
 //! The fixtures were made on another CPU (an AVX-512 Zen 4), and ggml's kernels sum in a
 //! different order on different CPUs. Measured with llama.cpp alone (same commit, flags and
@@ -24,6 +25,7 @@
 
 mod common;
 
+use gemlet::model::weights::Repack;
 use gemlet::model::Model;
 use gemlet::sampling::{Sampler, SamplerParams};
 use gemlet::session::{Session, SessionParams};
@@ -31,9 +33,8 @@ use serde_json::Value as Json;
 
 const MARGIN: f64 = 1.5;
 const LOGIT_TOL: f32 = 2.5;
-/// gemlet equals llama.cpp without repacking on this file (the same-kernels test below), so
-/// its difference to llama.cpp with repacking is llama.cpp's own spread, and that depends on
-/// the CPU: the same llama.cpp build with repacking, run here (AVX512-VNNI Xeon) instead of on
+/// gemlet equals llama.cpp on this file with the same kernels (the same-kernels tests below),
+/// so its difference to the fixture is llama.cpp's own spread, and that depends on the CPU: the same llama.cpp build with repacking, run here (AVX512-VNNI Xeon) instead of on
 /// the fixture's Zen 4, moves the `chat` logits by 4.9 at a step with identical inputs.
 const LOGIT_TOL_Q4_0: f32 = 6.0;
 const LOGIT_MEAN_TOL: f32 = 0.3;
@@ -71,7 +72,7 @@ fn cases(file: &str) -> Vec<Case> {
         .collect()
 }
 
-fn params(n_threads: usize, repack: bool) -> SessionParams {
+fn params(n_threads: usize, repack: Repack) -> SessionParams {
     SessionParams {
         n_ctx: 2048,
         n_batch: 512,
@@ -97,7 +98,7 @@ fn check_file(
     file: &str,
     logit_tol: f32,
     n_threads: usize,
-    repack: bool,
+    repack: Repack,
 ) {
     let _one_at_a_time = common::exclusive();
     let model = Model::load(model).unwrap();
@@ -198,7 +199,7 @@ fn q4_k_m_matches_llama_cpp_flash_attention_on() {
         "gemma3-270m-greedy.jsonl",
         LOGIT_TOL,
         2,
-        false,
+        Repack::Auto,
     );
 }
 
@@ -209,7 +210,7 @@ fn q4_k_m_matches_llama_cpp_flash_attention_off() {
         "gemma3-270m-greedy-fa-off.jsonl",
         LOGIT_TOL,
         2,
-        false,
+        Repack::Off,
     );
 }
 
@@ -220,7 +221,7 @@ fn q8_0_matches_llama_cpp() {
         "gemma3-270m-q8_0-greedy.jsonl",
         LOGIT_TOL,
         2,
-        false,
+        Repack::Auto,
     );
 }
 
@@ -231,7 +232,7 @@ fn q4_0_matches_llama_cpp() {
         "gemma3-270m-q4_0-greedy.jsonl",
         LOGIT_TOL_Q4_0,
         2,
-        false,
+        Repack::Auto,
     );
 }
 
@@ -247,7 +248,7 @@ fn q4_0_matches_llama_cpp_same_kernels() {
         common::same_cpu_reference(false).to_str().unwrap(),
         0.01,
         1,
-        false,
+        Repack::Off,
     );
 }
 
@@ -260,7 +261,7 @@ fn q4_0_repacked_matches_llama_cpp_repacked_same_kernels() {
         common::same_cpu_reference(true).to_str().unwrap(),
         0.01,
         1,
-        true,
+        Repack::All,
     );
 }
 
@@ -273,6 +274,6 @@ fn q4_k_m_repacked_matches_llama_cpp() {
         "gemma3-270m-greedy.jsonl",
         LOGIT_TOL,
         2,
-        true,
+        Repack::All,
     );
 }

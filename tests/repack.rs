@@ -1,10 +1,13 @@
-//! `--repack` keeps memory where it was: each repacked matrix is a copy in ggml's interleaved
-//! layout, and the mapped pages it replaces are given back. (That its logits are llama.cpp's
-//! with repacking is tests/real_model_greedy.rs and tests/tiny_models.rs.)
+//! Repacking in place (`--repack`, and the default for Q4_0) keeps memory where it was: each
+//! repacked matrix is a copy in ggml's interleaved layout, and the mapped pages it replaces
+//! are given back. The default's copies for K-quants are used by batches only, and counted by
+//! the memory plan. (That the logits are llama.cpp's with repacking is
+//! tests/real_model_greedy.rs and tests/tiny_models.rs.)
 
 mod common;
 
 use gemlet::gguf::OpenOptions;
+use gemlet::model::weights::Repack;
 use gemlet::model::Model;
 use gemlet::session::{Session, SessionParams};
 
@@ -27,7 +30,7 @@ fn status_kb(key: &str) -> usize {
         .expect("the key is in /proc/self/status")
 }
 
-fn params(repack: bool) -> SessionParams {
+fn params(repack: Repack) -> SessionParams {
     SessionParams {
         n_ctx: 256,
         n_batch: 64,
@@ -69,7 +72,7 @@ fn check(opts: OpenOptions) {
         .unwrap();
 
     let before = rss();
-    let mut plain = Session::new(&model, params(false)).unwrap();
+    let mut plain = Session::new(&model, params(Repack::Off)).unwrap();
     let plain_growth = rss().saturating_sub(before);
     plain.eval(&prompt).unwrap();
     let plain_eval_growth = rss().saturating_sub(before);
@@ -77,7 +80,7 @@ fn check(opts: OpenOptions) {
     drop(plain);
 
     let (before, peak_before) = (rss(), peak_rss());
-    let mut s = Session::new(&model, params(true)).unwrap();
+    let mut s = Session::new(&model, params(Repack::All)).unwrap();
     let growth = rss().saturating_sub(before);
     // Each matrix's pages go right after its copy is made: the peak too stays put.
     let peak_growth = peak_rss().saturating_sub(peak_before.max(before));
@@ -132,7 +135,70 @@ fn check(opts: OpenOptions) {
     // The released bytes read the same: a second session repacks them again, bit for bit.
     let got = got.to_vec();
     drop(s);
-    let mut again = Session::new(&model, params(true)).unwrap();
+    let mut again = Session::new(&model, params(Repack::All)).unwrap();
     again.eval(&prompt).unwrap();
     assert!(again.logits() == got.as_slice(), "a second repack differs");
+}
+
+/// The default ([`Repack::Auto`]) on K-quants: a batch multiplies by the repacked copies, so
+/// every logit of a batch equals `--repack`'s bit for bit; a single token reads the map, so
+/// it equals `--no-repack`'s bit for bit. (The tiny Q4_K_M models and the real one; their
+/// output heads are not repacked on AVX2 either way, and with `eval_all` every product of the
+/// batch has all its rows.)
+#[test]
+fn auto_runs_batches_repacked_and_single_tokens_from_the_map() {
+    let _one_at_a_time = common::exclusive();
+    let mut paths: Vec<_> = std::fs::read_dir(common::fixture("tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().unwrap().ends_with("q4_k_m.gguf"))
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), 3);
+    paths.push(common::real_model());
+    for path in paths {
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let model = Model::load(&path).unwrap();
+        let tokens: Vec<u32> = (1..=24).collect();
+        let session = |repack| {
+            let p = SessionParams {
+                n_threads: 1,
+                ..params(repack)
+            };
+            Session::new(&model, p).unwrap()
+        };
+        let (mut auto, mut all, mut off) = (
+            session(Repack::Auto),
+            session(Repack::All),
+            session(Repack::Off),
+        );
+        eprintln!(
+            "{name}: auto {:?}, {} bytes copied; all {:?}",
+            auto.repacked(),
+            auto.repack_copies(),
+            all.repacked()
+        );
+        // What the memory plan counts is what the session copied.
+        let plan = model.memory_plan(&auto.params());
+        assert_eq!(plan.repack_bytes, auto.repack_copies() as u64, "{name}");
+        if !common::repacks_q4() {
+            continue;
+        }
+        assert!(auto.repack_copies() > 0, "{name}: nothing copied");
+        assert_eq!(auto.repacked(), all.repacked(), "{name}");
+
+        for s in [&mut auto, &mut all] {
+            s.eval_all(&tokens).unwrap();
+        }
+        assert!(auto.logits() == all.logits(), "{name}: a batch's logits");
+
+        for s in [&mut auto, &mut off] {
+            s.clear();
+            s.eval(&tokens[..1]).unwrap();
+        }
+        assert!(
+            auto.logits() == off.logits(),
+            "{name}: a single token's logits"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 use crate::ggml::Type;
 use crate::gguf::OpenOptions;
 use crate::model::kv_cache::{CacheParams, CACHE_TYPES};
+use crate::model::weights::Repack;
 use crate::sampling::SamplerParams;
 use crate::session::{default_threads, SessionParams};
 use std::path::PathBuf;
@@ -36,6 +37,16 @@ pub fn on_off(s: &str) -> Result<bool, String> {
         "on" | "1" | "true" | "auto" => Ok(true),
         "off" | "0" | "false" => Ok(false),
         _ => Err(format!("'{s}': use on, off or auto")),
+    }
+}
+
+/// llama-bench's `--repack 0|1`, and `auto` (the default: see [`Repack::Auto`]).
+pub fn repack_mode(s: &str) -> Result<Repack, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "auto" => Ok(Repack::Auto),
+        "on" | "1" | "true" => Ok(Repack::All),
+        "off" | "0" | "false" => Ok(Repack::Off),
+        _ => Err(format!("'{s}': use auto, 1 or 0")),
     }
 }
 
@@ -97,13 +108,14 @@ pub struct ModelArgs {
     /// Start even if the memory plan says it will not fit in available memory.
     #[arg(long)]
     pub force: bool,
-    /// Repack the weight matrices ggml has faster kernels for on this CPU (Q4_0, Q4_K, IQ4_NL
-    /// on AVX2; more with NEON dotprod/i8mm) into their interleaved layout at load. Prompts run
-    /// faster; the mapped pages they replace are given back, so memory stays the same.
+    /// Repack every weight matrix ggml has interleaved kernels for on this CPU (Q4_0, Q4_K,
+    /// IQ4_NL on AVX2; more with NEON dotprod/i8mm) in place, as llama.cpp does. By default
+    /// only types whose repacked kernels are faster for single tokens too are (Q4_0, IQ4_NL);
+    /// K-quants get a repacked copy for prompts while generation reads the map.
     #[arg(long = "repack", overrides_with = "no_repack")]
     pub repack: bool,
-    /// Use every weight from the map as it is (the default); also -nr.
-    #[arg(long = "no-repack")]
+    /// Use every weight from the map as it is: no repacking, no copy; also -nr.
+    #[arg(long = "no-repack", overrides_with = "repack")]
     pub no_repack: bool,
     /// Skip the one-token warm-up at load (it makes the first prompt faster).
     #[arg(long = "no-warmup")]
@@ -119,7 +131,13 @@ impl ModelArgs {
             cache: self.cache.params(),
             flash_attn: self.flash_attn,
             force: self.force,
-            repack: self.repack,
+            repack: if self.repack {
+                Repack::All
+            } else if self.no_repack {
+                Repack::Off
+            } else {
+                Repack::Auto
+            },
             warmup: !self.no_warmup,
         }
     }

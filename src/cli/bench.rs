@@ -1,10 +1,11 @@
 //! `gemlet bench`: llama-bench's tests, flags and output (a markdown table, or JSON with
 //! llama-bench's field names so that tools reading its output read ours).
 
-use super::args::{on_off, CacheArgs};
+use super::args::{on_off, repack_mode, CacheArgs};
 use super::CliError;
 use crate::bench::{self, Samples, Test, Tokens};
 use crate::gguf::{file_type_name, OpenOptions};
+use crate::model::weights::Repack;
 use crate::model::{Census, Model};
 use crate::session::{default_threads, Session, SessionParams};
 use serde_json::json;
@@ -43,10 +44,11 @@ pub struct BenchArgs {
     /// Map the model (1) or read it into memory (0); also -mmp.
     #[arg(long = "mmap", default_value = "1", value_parser = on_off, action = clap::ArgAction::Set)]
     pub mmap: bool,
-    /// Repack weights for this CPU's kernels (1) or use them from the map as they are (0, the
-    /// default; llama-bench defaults to 1).
-    #[arg(long = "repack", default_value = "0", value_parser = on_off, action = clap::ArgAction::Set)]
-    pub repack: bool,
+    /// Repack weights for this CPU's kernels: auto (the default: what is faster for each
+    /// product, see `generate --help`), 1 (everything, in place, as llama-bench's default) or
+    /// 0 (weights used from the map as they are).
+    #[arg(long = "repack", default_value = "auto", value_parser = repack_mode, action = clap::ArgAction::Set)]
+    pub repack: Repack,
     /// Skip the warm-up run.
     #[arg(long = "no-warmup")]
     pub no_warmup: bool,
@@ -168,8 +170,10 @@ fn extra_columns(run: &Run<'_>) -> Vec<(&'static str, String)> {
     if !run.mmap {
         cols.push(("mmap", "0".to_string()));
     }
-    if p.repack {
-        cols.push(("repack", "1".to_string()));
+    match p.repack {
+        Repack::Auto => {}
+        Repack::All => cols.push(("repack", "1".to_string())),
+        Repack::Off => cols.push(("repack", "0".to_string())),
     }
     cols
 }
@@ -273,7 +277,9 @@ fn json_row(run: &Run<'_>, s: &Samples) -> serde_json::Value {
         "n_gpu_layers": 0,
         "flash_attn": i32::from(p.flash_attn),
         "use_mmap": run.mmap,
-        "repack": p.repack,
+        // llama-bench's field is a bool: whether anything is repacked.
+        "repack": p.repack != Repack::Off,
+        "repack_mode": format!("{:?}", p.repack).to_lowercase(),
         "embeddings": false,
         "n_prompt": s.test.n_prompt(),
         "n_gen": s.test.n_gen(),

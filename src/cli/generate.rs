@@ -83,6 +83,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
             "repacked": {
                 "tensors": n_repacked,
                 "bytes": repacked_bytes,
+                "copied_bytes": session.repack_copies(),
             },
             "huge_pages": huge_pages.map(|h| json!({
                 "bytes": h.bytes,
@@ -94,10 +95,19 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         super::print(&format!("{j}\n"))?;
     } else {
         let _ = writeln!(out);
-        let repacked = if args.model.repack {
+        let copies = session.repack_copies();
+        let repacked = if n_repacked > 0 {
             format!(
-                " | {n_repacked} matrices repacked ({:.1} MiB)",
-                repacked_bytes as f64 / 1048576.0
+                " | {n_repacked} matrices repacked ({:.1} MiB{})",
+                repacked_bytes as f64 / 1048576.0,
+                if copies > 0 {
+                    format!(
+                        ", {:.1} MiB of it copies for prompts",
+                        copies as f64 / 1048576.0
+                    )
+                } else {
+                    String::new()
+                }
             )
         } else {
             String::new()

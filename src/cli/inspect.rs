@@ -3,6 +3,7 @@
 use super::fmt::{bytes, short_count, thousands};
 use super::CliError;
 use crate::gguf::{file_type_name, Gguf, Value};
+use crate::model::weights::{Repack, Weights};
 use crate::model::{Census, Component, Config, MemoryPlan, PlanDims};
 use serde_json::{json, Map, Value as Json};
 use std::fmt::Write as _;
@@ -26,6 +27,9 @@ pub struct InspectArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub cache: super::args::CacheArgs,
+    /// Plan without the repacked copies prompts use by default (as `--no-repack` runs).
+    #[arg(long = "no-repack")]
+    pub no_repack: bool,
 }
 
 /// Arrays longer than this are summarized by length and first items.
@@ -48,6 +52,14 @@ impl<'g> Report<'g> {
             Ok(c) => Some(PlanDims::from_config(c)),
             Err(_) => PlanDims::from_metadata(g),
         };
+        let repack = if args.no_repack {
+            Repack::Off
+        } else {
+            Repack::Auto
+        };
+        let copies = config
+            .as_ref()
+            .map_or(0, |c| Weights::copy_bytes(g, c, repack));
         let plan = dims.as_ref().map(|d| {
             MemoryPlan::new(
                 d,
@@ -56,6 +68,7 @@ impl<'g> Report<'g> {
                 args.batch_size,
                 args.cache.params(),
             )
+            .with_repack_copies(copies)
         });
         Report {
             g,
@@ -156,6 +169,9 @@ fn to_text(r: &Report<'_>, args: &InspectArgs) -> String {
             p.context, p.batch, p.cache.type_k, p.cache.type_v
         );
         let _ = writeln!(s, "  weights (mapped)    {:>12}", bytes(p.weights_bytes));
+        if p.repack_bytes > 0 {
+            let _ = writeln!(s, "  repacked copies     {:>12}", bytes(p.repack_bytes));
+        }
         let _ = writeln!(s, "  KV cache            {:>12}", bytes(p.kv_cache_bytes));
         let _ = writeln!(s, "  compute (estimate)  {:>12}", bytes(p.compute_bytes));
         let _ = writeln!(s, "  total               {:>12}", bytes(p.total_bytes));
@@ -424,6 +440,7 @@ fn to_json(r: &Report<'_>) -> Json {
                 "context": p.context,
                 "batch": p.batch,
                 "weights_bytes": p.weights_bytes,
+                "repack_bytes": p.repack_bytes,
                 "kv_cache_bytes": p.kv_cache_bytes,
                 "compute_bytes": p.compute_bytes,
                 "total_bytes": p.total_bytes,

@@ -154,3 +154,44 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::weights::Repack;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("gemlet").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn repack_flags() {
+        for (flags, want) in [
+            (&[][..], Repack::Auto),
+            (&["--repack"], Repack::All),
+            (&["--no-repack"], Repack::Off),
+            (&["--repack", "--no-repack"], Repack::Off),
+            (&["--no-repack", "--repack"], Repack::All),
+        ] {
+            let mut args = vec!["generate", "-p", "x"];
+            args.extend(flags);
+            let Command::Generate(g) = parse(&args) else {
+                unreachable!()
+            };
+            assert_eq!(g.model.session_params().repack, want, "{flags:?}");
+        }
+        for (value, want) in [
+            ("auto", Repack::Auto),
+            ("1", Repack::All),
+            ("0", Repack::Off),
+        ] {
+            let Command::Bench(b) = parse(&["bench", "--repack", value]) else {
+                unreachable!()
+            };
+            assert_eq!(b.repack, want, "--repack {value}");
+        }
+        assert!(Cli::try_parse_from(["gemlet", "bench", "--repack", "2"]).is_err());
+    }
+}

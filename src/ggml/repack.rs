@@ -75,7 +75,54 @@ fn supported(
     }
 }
 
+/// The query's fixed parts: the device, its repack buffer type, a scratch context for the
+/// products described and a zero-sized buffer of the repack type.
+struct Query {
+    dev: sys::ggml_backend_dev_t,
+    buft: sys::ggml_backend_buffer_type_t,
+    scratch: Context<'static>,
+    dummy: Buffer,
+}
+
+impl Query {
+    /// `None` when this build or CPU has no repack buffer type.
+    fn new(n: usize) -> Result<Option<Query>> {
+        let Some((dev, buft)) = repack_type() else {
+            return Ok(None);
+        };
+        // Two descriptors a query.
+        let scratch = Context::metadata_only(2 * n.max(1), 0)?;
+        // SAFETY: a zero-sized allocation of a static buffer type; null is handled.
+        let dummy = unsafe { sys::ggml_backend_buft_alloc_buffer(buft, 0) };
+        Ok(NonNull::new(dummy).map(|d| Query {
+            dev,
+            buft,
+            scratch,
+            dummy: Buffer(d),
+        }))
+    }
+}
+
 impl Context<'_> {
+    /// Those of `ids` that ggml would run repacked on this CPU (once each, in order).
+    pub fn repackable(&self, ids: &[TensorId]) -> Result<Vec<TensorId>> {
+        let Some(q) = Query::new(ids.len())? else {
+            return Ok(Vec::new());
+        };
+        Ok(self.filter_repackable(&q, ids))
+    }
+
+    fn filter_repackable(&self, q: &Query, ids: &[TensorId]) -> Vec<TensorId> {
+        let mut out = Vec::new();
+        for &id in ids {
+            if !out.contains(&id) && supported(q.dev, &q.scratch, &q.dummy, self.resolve(id).raw())
+            {
+                out.push(id);
+            }
+        }
+        out
+    }
+
     /// Moves each of `ids` that ggml can repack on this CPU into one buffer this context owns,
     /// in the interleaved layout; returns the ones moved. Their former bytes no longer back
     /// them: `moved_one` is told right after each, so the caller can release those pages
@@ -88,25 +135,14 @@ impl Context<'_> {
         ids: &[TensorId],
         mut moved_one: impl FnMut(TensorId),
     ) -> Result<Vec<TensorId>> {
-        let Some((dev, buft)) = repack_type() else {
+        let Some(q) = Query::new(ids.len())? else {
             return Ok(Vec::new());
         };
-        // One scratch context (two descriptors a query) and one dummy buffer for every query.
-        let scratch = Context::metadata_only(2 * ids.len(), 0)?;
-        // SAFETY: a zero-sized allocation of a static buffer type; null is handled.
-        let dummy = unsafe { sys::ggml_backend_buft_alloc_buffer(buft, 0) };
-        let Some(dummy) = NonNull::new(dummy).map(Buffer) else {
-            return Ok(Vec::new());
-        };
-        let mut moved = Vec::new();
-        for &id in ids {
-            if !moved.contains(&id) && supported(dev, &scratch, &dummy, self.resolve(id).raw()) {
-                moved.push(id);
-            }
-        }
+        let moved = self.filter_repackable(&q, ids);
         if moved.is_empty() {
             return Ok(moved);
         }
+        let buft = q.buft;
         // SAFETY: static buffer type; nbytes of live tensors.
         let align = unsafe { sys::ggml_backend_buft_get_alignment(buft) }.max(1);
         let nbytes = |id: TensorId| unsafe { sys::ggml_nbytes(self.resolve(id).raw()) };

@@ -60,6 +60,8 @@ pub fn build<'c>(
     } = shape;
     let mut graph = ctx.new_graph(graph_size(c))?;
     let weight = |id: TensorId| -> Tensor<'c> { w.ctx.resolve(id) };
+    // A weight matrix times a batch of rows, on the weights' layout for that many rows.
+    let matmul = |wt: TensorId, x: Tensor<'c>| ctx.mul_mat(weight(w.for_rows(wt, x.shape()[1])), x);
     // RMSNorm; the GGUF stores Gemma's (1 + w) already.
     let norm = |x: Tensor<'c>, wt: TensorId| ctx.mul(ctx.rms_norm(x, c.norm_eps), weight(wt));
     let (e, b) = (c.n_embd, n_tokens);
@@ -108,9 +110,9 @@ pub fn build<'c>(
 
         // Attention block.
         let h = norm(x, lw.attn_norm);
-        let mut q = ctx.reshape(ctx.mul_mat(weight(lw.wq), h), &[dk, n_head, b]);
-        let mut k = ctx.reshape(ctx.mul_mat(weight(lw.wk), h), &[dk, n_head_kv, b]);
-        let v = ctx.mul_mat(weight(lw.wv), h);
+        let mut q = ctx.reshape(matmul(lw.wq, h), &[dk, n_head, b]);
+        let mut k = ctx.reshape(matmul(lw.wk, h), &[dk, n_head_kv, b]);
+        let v = matmul(lw.wv, h);
         if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
             q = norm(q, qn);
             k = norm(k, kn);
@@ -161,7 +163,7 @@ pub fn build<'c>(
             let kqv = ctx.mul_mat(values_t, kq);
             ctx.cont(ctx.permute(kqv, [0, 2, 1, 3]))
         };
-        let mut a = ctx.mul_mat(weight(lw.wo), ctx.reshape(att, &[dv * n_head, b]));
+        let mut a = matmul(lw.wo, ctx.reshape(att, &[dv * n_head, b]));
         // Past the last attention, no row depends on another: only the wanted rows go on
         // through the last feed-forward block and the head (as llama.cpp does, at this
         // point: the queries and attention of every row are computed as it computes them,
@@ -177,11 +179,8 @@ pub fn build<'c>(
 
         // Feed-forward block: GeGLU.
         let h = norm(x, lw.ffn_norm);
-        let gated = ctx.geglu(
-            ctx.mul_mat(weight(lw.ffn_gate), h),
-            ctx.mul_mat(weight(lw.ffn_up), h),
-        );
-        let mut f = ctx.mul_mat(weight(lw.ffn_down), gated);
+        let gated = ctx.geglu(matmul(lw.ffn_gate, h), matmul(lw.ffn_up, h));
+        let mut f = matmul(lw.ffn_down, gated);
         if let Some(pn) = lw.post_ffn_norm {
             f = norm(f, pn);
         }
@@ -192,7 +191,7 @@ pub fn build<'c>(
         x = last_rows(x, n_out);
     }
     x = norm(x, w.output_norm);
-    let mut logits = ctx.mul_mat(weight(w.output), x);
+    let mut logits = matmul(w.output, x);
     if let Some(cap) = c.final_softcap {
         logits = ctx.scale(ctx.tanh(ctx.scale(logits, 1.0 / cap)), cap);
     }

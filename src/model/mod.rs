@@ -35,7 +35,7 @@ impl Model {
         let gguf = Gguf::open_with(path.as_ref(), opts)?;
         let config = Config::from_gguf(&gguf)?;
         // Binding checks every tensor's presence and shape now, not at the first token.
-        weights::Weights::bind(&gguf, &config, false)?;
+        weights::Weights::bind(&gguf, &config, weights::Repack::Off)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         if tokenizer.n_vocab() != config.n_vocab {
             return Err(ModelError::Config(format!(
@@ -72,6 +72,12 @@ impl Model {
             params.n_batch,
             params.cache,
         )
+        .with_repack_copies(self.repack_copy_bytes(params.repack))
+    }
+
+    /// Bytes of the repacked copies `repack` makes beside the map (see [`weights::Repack::Auto`]).
+    pub fn repack_copy_bytes(&self, repack: weights::Repack) -> u64 {
+        weights::Weights::copy_bytes(&self.gguf, &self.config, repack)
     }
 }
 

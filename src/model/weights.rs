@@ -1,11 +1,44 @@
 //! The model's weights: ggml tensors over the GGUF's memory map, each checked against the
-//! configuration before any graph is built. They are never copied, unless asked to be repacked
-//! (`--repack`): then the matrices ggml can interleave for its kernels move to a buffer of
-//! their own and the map's pages under them are given back, so memory stays the same.
+//! configuration before any graph is built, and laid out for ggml's CPU kernels as [`Repack`]
+//! says.
 
 use super::{Config, ModelError, Result};
-use crate::ggml::{Context, TensorId};
+use crate::ggml::{Context, TensorId, Type};
 use crate::gguf::Gguf;
+
+/// How the weight matrices meet ggml's CPU kernels. For some types, on some CPUs, ggml has an
+/// interleaved ("repacked") layout whose matrix-matrix kernels run prompts faster than the
+/// plain ones; which matrices qualify, ggml is asked at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Repack {
+    /// Every weight used from the map as it is (`--no-repack`).
+    Off,
+    /// The default: every matrix gets the faster kernel for each product. Types whose
+    /// repacked one-token kernel is faster too (Q4_0 on AVX2: tg 46.1 against 44.1 t/s) are
+    /// repacked in place and the map's pages under them given back, so memory stays the same.
+    /// K-quants, whose repacked one-token kernel is slower than the plain dot product (Q4_K on
+    /// AVX2: tg 42.9 against 45.3 t/s), get a repacked copy that products of
+    /// [`BATCH_ROWS`] rows or more use, while single tokens read the map: a prompt runs
+    /// llama.cpp's repacked kernels and generation the plain ones, for the copy's memory.
+    #[default]
+    Auto,
+    /// Everything ggml can repack, in place, the tied output head included (llama.cpp's
+    /// default, `--repack`).
+    All,
+}
+
+/// Rows from which ggml's repacked kernels run a matrix-matrix product: it multiplies 4 rows
+/// at a time and falls back to its one-row kernel for the rest (`forward_mul_mat_one_chunk`).
+pub const BATCH_ROWS: usize = 4;
+
+/// Whether a type's repacked one-token kernel loses to its plain dot product, so that
+/// [`Repack::Auto`] keeps the map for single tokens and repacks a copy for batches.
+fn copy_for_batches(ty: Type) -> bool {
+    matches!(
+        ty,
+        Type::Q2_K | Type::Q3_K | Type::Q4_K | Type::Q5_K | Type::Q6_K
+    )
+}
 
 /// One block's weights. Optional ones exist only in some Gemma versions.
 pub struct LayerWeights {
@@ -32,16 +65,42 @@ pub struct Weights<'m> {
     /// `output.weight`, or the token embedding when the output is tied.
     pub output: TensorId,
     pub layers: Vec<LayerWeights>,
-    /// Matrices repacked and their bytes (zero unless asked for).
+    /// Matrices repacked (in place or copied) and their bytes.
     pub repacked: (usize, usize),
+    /// Matrices with a repacked copy for batches ([`Repack::Auto`]): (the map's, the copy).
+    batch_copies: Vec<(TensorId, TensorId)>,
+    /// Bytes of those copies: the memory repacking adds.
+    pub copied_bytes: usize,
 }
 
 impl<'m> Weights<'m> {
-    /// Binds every tensor the config needs, checking names and shapes; with `repack`, moves
-    /// the matrices ggml can repack on this CPU into its interleaved layout.
-    pub fn bind(g: &'m Gguf, c: &Config, repack: bool) -> Result<Weights<'m>> {
-        // One more descriptor for a tied output head that gets its own (repacked) copy.
-        let ctx = Context::metadata_only(g.tensors().len() + 2, 0)?;
+    /// Binds every tensor the config needs, checking names and shapes, and repacks as `repack`
+    /// says.
+    pub fn bind(g: &'m Gguf, c: &Config, repack: Repack) -> Result<Weights<'m>> {
+        let mut w = Self::bind_mapped(g, c, repack == Repack::All)?;
+        w.repack(g, c.tied_output, repack)?;
+        Ok(w)
+    }
+
+    /// Bytes of the repacked copies [`Weights::bind`] would make beside the map.
+    pub fn copy_bytes(g: &'m Gguf, c: &Config, repack: Repack) -> u64 {
+        let Ok(w) = Self::bind_mapped(g, c, false) else {
+            return 0;
+        };
+        let nbytes = |id: TensorId| {
+            let name = w.ctx.resolve(id).name();
+            g.tensor(&name).map_or(0, |t| t.n_bytes)
+        };
+        w.choose(repack)
+            .map_or(0, |(_, copies)| copies.into_iter().map(nbytes).sum())
+    }
+
+    /// Every tensor over the map; with `own_head`, a tied output head gets a descriptor of its
+    /// own (so that it can be repacked apart from the embedding).
+    fn bind_mapped(g: &'m Gguf, c: &Config, own_head: bool) -> Result<Weights<'m>> {
+        // Room for a second descriptor of every tensor (batch copies), and one more for a
+        // tied output head that gets its own (repacked) one.
+        let ctx = Context::metadata_only(2 * g.tensors().len() + 2, 0)?;
         let (e, f) = (c.n_embd as u64, c.n_ff as u64);
         let q = (c.n_head * c.head_dim_k) as u64;
         let k = (c.n_head_kv * c.head_dim_k) as u64;
@@ -68,7 +127,7 @@ impl<'m> Weights<'m> {
 
         let token_embd = bind("token_embd.weight", &[e, c.n_vocab as u64])?;
         let output_norm = bind("output_norm.weight", &[e])?;
-        let output = if c.tied_output && repack {
+        let output = if c.tied_output && own_head {
             // A second descriptor over the same bytes, as llama.cpp's duplicated tensor: the
             // head may be repacked while the embedding lookup (get_rows) reads the original.
             let info = g.tensor("token_embd.weight").expect("bound above");
@@ -103,36 +162,87 @@ impl<'m> Weights<'m> {
                 post_ffn_norm: opt(c.post_norms, &n("post_ffw_norm"), &[e])?,
             });
         }
-        let repacked = if repack {
-            let mut matrices: Vec<TensorId> = layers
-                .iter()
-                .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down])
-                .collect();
-            matrices.push(output);
-            let mut bytes = 0;
-            let moved = ctx.repack(&matrices, |id| {
-                // A tied head's bytes are the embedding's: the lookup reads back only the rows
-                // of the tokens it is given.
-                let name = if id == output && c.tied_output {
-                    "token_embd.weight".to_string()
-                } else {
-                    ctx.resolve(id).name()
-                };
-                let info = g.tensor(&name).expect("every bound tensor is in the file");
-                g.release(g.tensor_data(info));
-                bytes += info.n_bytes as usize;
-            })?;
-            (moved.len(), bytes)
-        } else {
-            (0, 0)
-        };
         Ok(Weights {
             ctx,
             token_embd,
             output_norm,
             output,
             layers,
-            repacked,
+            repacked: (0, 0),
+            batch_copies: Vec::new(),
+            copied_bytes: 0,
         })
+    }
+
+    /// The matrices `repack` repacks in place, and those it repacks a copy of.
+    fn choose(&self, repack: Repack) -> Result<(Vec<TensorId>, Vec<TensorId>)> {
+        let mut matrices: Vec<TensorId> = self
+            .layers
+            .iter()
+            .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down])
+            .collect();
+        Ok(match repack {
+            Repack::Off => (Vec::new(), Vec::new()),
+            Repack::All => {
+                matrices.push(self.output);
+                (matrices, Vec::new())
+            }
+            // The head multiplies one row per prompt: it stays as it is.
+            Repack::Auto => self
+                .ctx
+                .repackable(&matrices)?
+                .into_iter()
+                .partition(|&id| !copy_for_batches(self.ctx.resolve(id).ty())),
+        })
+    }
+
+    fn repack(&mut self, g: &'m Gguf, tied_output: bool, repack: Repack) -> Result<()> {
+        let (mut matrices, copies) = self.choose(repack)?;
+        let ctx = &self.ctx;
+        for m in copies {
+            let name = ctx.resolve(m).name();
+            let info = g.tensor(&name).expect("every bound tensor is in the file");
+            let copy = ctx.tensor_from_bytes(info.ty, &info.shape(), &name, g.tensor_data(info))?;
+            self.batch_copies.push((m, ctx.id_of(copy)));
+            matrices.push(ctx.id_of(copy));
+        }
+        let copies = &self.batch_copies;
+        let is_copy = |id: TensorId| copies.iter().any(|&(_, c)| c == id);
+        let (mut bytes, mut copied) = (0, 0);
+        let output = self.output;
+        let moved = ctx.repack(&matrices, |id| {
+            // A tied head's bytes are the embedding's: the lookup reads back only the rows of
+            // the tokens it is given.
+            let name = if id == output && tied_output {
+                "token_embd.weight".to_string()
+            } else {
+                ctx.resolve(id).name()
+            };
+            let info = g.tensor(&name).expect("every bound tensor is in the file");
+            bytes += info.n_bytes as usize;
+            if is_copy(id) {
+                copied += info.n_bytes as usize;
+            } else {
+                g.release(g.tensor_data(info));
+            }
+        })?;
+        // ggml declines none of the copies (the same query chose them); one it did would be
+        // the map's bytes under a second descriptor, and is not used.
+        self.batch_copies.retain(|&(_, c)| moved.contains(&c));
+        self.repacked = (moved.len(), bytes);
+        self.copied_bytes = copied;
+        Ok(())
+    }
+
+    /// The descriptor of matrix `id` for a product with `rows` rows: its repacked copy for
+    /// batches when it has one, else itself.
+    pub fn for_rows(&self, id: TensorId, rows: usize) -> TensorId {
+        if rows < BATCH_ROWS {
+            return id;
+        }
+        self.batch_copies
+            .iter()
+            .find(|&&(m, _)| m == id)
+            .map_or(id, |&(_, c)| c)
     }
 }
