@@ -5,7 +5,7 @@ use crate::ggml::{Allocator, Context, Executor, GgmlError};
 use crate::model::gemma::{self, BatchShape, Forward};
 use crate::model::kv_cache::{CacheParams, KvCache};
 use crate::model::weights::{Repack, Weights};
-use crate::model::{Model, ModelError};
+use crate::model::{Census, MemoryPlan, Model, ModelError, PlanDims};
 use crate::sampling::Sampler;
 use crate::tokenizer::{TokenId, TokenizerError};
 use std::sync::atomic::AtomicBool;
@@ -103,6 +103,8 @@ fn physical_cores() -> Option<usize> {
 pub struct Session<'m> {
     model: &'m Model,
     weights: Weights<'m>,
+    /// What the session was planned to take, checked against available memory at creation.
+    plan: MemoryPlan,
     cache: KvCache,
     exec: Executor,
     alloc: Allocator,
@@ -137,13 +139,24 @@ impl<'m> Session<'m> {
         if !params.flash_attn && ty_v.is_quantized() {
             return Err(SessionError::QuantizedVNeedsFlashAttn(ty_v));
         }
-        let plan = model.memory_plan(&params);
+        let mut weights = Weights::bind(model.gguf(), c, params.repack)?;
+        let repack = weights.plan_repack(params.repack)?;
+        let plan = MemoryPlan::new(
+            &PlanDims::from_config(c),
+            Census::of(model.gguf()).weight_bytes,
+            n_ctx,
+            n_batch,
+            params.cache,
+        )
+        .with_repack_copies(repack.copy_bytes);
         if !plan.fits() && !params.force {
             return Err(SessionError::WontFit(plan.refusal()));
         }
+        weights.repack(model.gguf(), repack)?;
         let mut session = Session {
             model,
-            weights: Weights::bind(model.gguf(), c, params.repack)?,
+            weights,
+            plan,
             cache: KvCache::new(c, n_ctx, n_batch, params.cache)?,
             exec: Executor::new(params.n_threads)?,
             alloc: Allocator::new()?,
@@ -181,7 +194,12 @@ impl<'m> Session<'m> {
 
     /// Bytes of the repacked copies prompts use beside the mapped matrices.
     pub fn repack_copies(&self) -> usize {
-        self.weights.copied_bytes
+        self.weights.copied_bytes()
+    }
+
+    /// The memory plan the session was created under: weights, copies, KV cache, compute.
+    pub fn memory_plan(&self) -> &MemoryPlan {
+        &self.plan
     }
 
     pub fn model(&self) -> &'m Model {

@@ -7,7 +7,7 @@
 mod common;
 
 use gemlet::gguf::OpenOptions;
-use gemlet::model::weights::Repack;
+use gemlet::model::weights::{Repack, Weights};
 use gemlet::model::Model;
 use gemlet::session::{Session, SessionParams};
 
@@ -178,9 +178,12 @@ fn auto_runs_batches_repacked_and_single_tokens_from_the_map() {
             auto.repack_copies(),
             all.repacked()
         );
-        // What the memory plan counts is what the session copied.
-        let plan = model.memory_plan(&auto.params());
-        assert_eq!(plan.repack_bytes, auto.repack_copies() as u64, "{name}");
+        // What the memory plans count (the session's, made before copying, and `inspect`'s)
+        // is what the session copied.
+        let copied = auto.repack_copies() as u64;
+        assert_eq!(auto.memory_plan().repack_bytes, copied, "{name}");
+        let inspect = Weights::copy_bytes(model.gguf(), model.config(), Repack::Auto);
+        assert_eq!(inspect, copied, "{name}");
         if !common::repacks_q4() {
             continue;
         }

@@ -273,7 +273,7 @@ fn banner(model: &Model, chat: &Chat<'_>, path: &std::path::Path, template: &str
     let c = model.config();
     let p = chat.session().params();
     let census = Census::of(model.gguf());
-    let plan = model.memory_plan(&p);
+    let plan = chat.session().memory_plan();
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let copies = match chat.session().repack_copies() {
         0 => String::new(),

@@ -62,23 +62,6 @@ impl Model {
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
-
-    /// What a session with `params` will take: weights, KV cache, compute buffers.
-    pub fn memory_plan(&self, params: &crate::session::SessionParams) -> MemoryPlan {
-        MemoryPlan::new(
-            &PlanDims::from_config(&self.config),
-            Census::of(&self.gguf).weight_bytes,
-            params.n_ctx,
-            params.n_batch,
-            params.cache,
-        )
-        .with_repack_copies(self.repack_copy_bytes(params.repack))
-    }
-
-    /// Bytes of the repacked copies `repack` makes beside the map (see [`weights::Repack::Auto`]).
-    pub fn repack_copy_bytes(&self, repack: weights::Repack) -> u64 {
-        weights::Weights::copy_bytes(&self.gguf, &self.config, repack)
-    }
 }
 
 /// Errors of the model layer; each names the key or tensor and what was expected.

@@ -69,35 +69,25 @@ pub struct Weights<'m> {
     pub repacked: (usize, usize),
     /// Matrices with a repacked copy for batches ([`Repack::Auto`]): (the map's, the copy).
     batch_copies: Vec<(TensorId, TensorId)>,
-    /// Bytes of those copies: the memory repacking adds.
-    pub copied_bytes: usize,
+    tied_output: bool,
+}
+
+/// What [`Weights::repack`] will do, decided before it is done so that the memory plan can
+/// count the copies first.
+#[derive(Debug)]
+pub struct RepackPlan {
+    in_place: Vec<TensorId>,
+    copies: Vec<TensorId>,
+    /// Bytes of the copies: the memory repacking adds beside the map.
+    pub copy_bytes: u64,
 }
 
 impl<'m> Weights<'m> {
-    /// Binds every tensor the config needs, checking names and shapes, and repacks as `repack`
-    /// says.
+    /// Every tensor the config needs, over the map, its name and shape checked. `repack` only
+    /// decides whether a tied output head gets a descriptor of its own (with [`Repack::All`],
+    /// so that it can be repacked apart from the embedding); [`Weights::repack`] does the rest.
     pub fn bind(g: &'m Gguf, c: &Config, repack: Repack) -> Result<Weights<'m>> {
-        let mut w = Self::bind_mapped(g, c, repack == Repack::All)?;
-        w.repack(g, c.tied_output, repack)?;
-        Ok(w)
-    }
-
-    /// Bytes of the repacked copies [`Weights::bind`] would make beside the map.
-    pub fn copy_bytes(g: &'m Gguf, c: &Config, repack: Repack) -> u64 {
-        let Ok(w) = Self::bind_mapped(g, c, false) else {
-            return 0;
-        };
-        let nbytes = |id: TensorId| {
-            let name = w.ctx.resolve(id).name();
-            g.tensor(&name).map_or(0, |t| t.n_bytes)
-        };
-        w.choose(repack)
-            .map_or(0, |(_, copies)| copies.into_iter().map(nbytes).sum())
-    }
-
-    /// Every tensor over the map; with `own_head`, a tied output head gets a descriptor of its
-    /// own (so that it can be repacked apart from the embedding).
-    fn bind_mapped(g: &'m Gguf, c: &Config, own_head: bool) -> Result<Weights<'m>> {
+        let own_head = repack == Repack::All;
         // Room for a second descriptor of every tensor (batch copies), and one more for a
         // tied output head that gets its own (repacked) one.
         let ctx = Context::metadata_only(2 * g.tensors().len() + 2, 0)?;
@@ -170,18 +160,26 @@ impl<'m> Weights<'m> {
             layers,
             repacked: (0, 0),
             batch_copies: Vec::new(),
-            copied_bytes: 0,
+            tied_output: c.tied_output,
         })
     }
 
+    /// Bytes of the repacked copies `repack` would make beside the map, for a plan without a
+    /// session (`inspect`).
+    pub fn copy_bytes(g: &'m Gguf, c: &Config, repack: Repack) -> u64 {
+        Self::bind(g, c, repack)
+            .and_then(|w| w.plan_repack(repack))
+            .map_or(0, |p| p.copy_bytes)
+    }
+
     /// The matrices `repack` repacks in place, and those it repacks a copy of.
-    fn choose(&self, repack: Repack) -> Result<(Vec<TensorId>, Vec<TensorId>)> {
+    pub fn plan_repack(&self, repack: Repack) -> Result<RepackPlan> {
         let mut matrices: Vec<TensorId> = self
             .layers
             .iter()
             .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down])
             .collect();
-        Ok(match repack {
+        let (in_place, copies): (Vec<_>, Vec<_>) = match repack {
             Repack::Off => (Vec::new(), Vec::new()),
             Repack::All => {
                 matrices.push(self.output);
@@ -193,11 +191,27 @@ impl<'m> Weights<'m> {
                 .repackable(&matrices)?
                 .into_iter()
                 .partition(|&id| !copy_for_batches(self.ctx.resolve(id).ty())),
+        };
+        let copy_bytes = copies
+            .iter()
+            .map(|&id| self.ctx.resolve(id).n_bytes() as u64)
+            .sum();
+        Ok(RepackPlan {
+            in_place,
+            copies,
+            copy_bytes,
         })
     }
 
-    fn repack(&mut self, g: &'m Gguf, tied_output: bool, repack: Repack) -> Result<()> {
-        let (mut matrices, copies) = self.choose(repack)?;
+    /// Carries `plan` out (made by [`Weights::plan_repack`] on these weights): matrices
+    /// repacked in place give their mapped pages back; copies are new descriptors over the
+    /// map's bytes, repacked into memory of their own.
+    pub fn repack(&mut self, g: &'m Gguf, plan: RepackPlan) -> Result<()> {
+        let RepackPlan {
+            in_place: mut matrices,
+            copies,
+            ..
+        } = plan;
         let ctx = &self.ctx;
         for m in copies {
             let name = ctx.resolve(m).name();
@@ -208,8 +222,8 @@ impl<'m> Weights<'m> {
         }
         let copies = &self.batch_copies;
         let is_copy = |id: TensorId| copies.iter().any(|&(_, c)| c == id);
-        let (mut bytes, mut copied) = (0, 0);
-        let output = self.output;
+        let mut bytes = 0;
+        let (output, tied_output) = (self.output, self.tied_output);
         let moved = ctx.repack(&matrices, |id| {
             // A tied head's bytes are the embedding's: the lookup reads back only the rows of
             // the tokens it is given.
@@ -220,9 +234,7 @@ impl<'m> Weights<'m> {
             };
             let info = g.tensor(&name).expect("every bound tensor is in the file");
             bytes += info.n_bytes as usize;
-            if is_copy(id) {
-                copied += info.n_bytes as usize;
-            } else {
+            if !is_copy(id) {
                 g.release(g.tensor_data(info));
             }
         })?;
@@ -230,8 +242,15 @@ impl<'m> Weights<'m> {
         // the map's bytes under a second descriptor, and is not used.
         self.batch_copies.retain(|&(_, c)| moved.contains(&c));
         self.repacked = (moved.len(), bytes);
-        self.copied_bytes = copied;
         Ok(())
+    }
+
+    /// Bytes of the repacked copies batches use: the memory repacking added.
+    pub fn copied_bytes(&self) -> usize {
+        self.batch_copies
+            .iter()
+            .map(|&(_, c)| self.ctx.resolve(c).n_bytes())
+            .sum()
     }
 
     /// The descriptor of matrix `id` for a product with `rows` rows: its repacked copy for
