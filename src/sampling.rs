@@ -65,10 +65,12 @@ pub struct Sampler {
     rng: SplitMix64,
     /// Tokens never sampled (llama.cpp's `--ignore-eos` bans the end-of-generation tokens).
     banned: Vec<TokenId>,
-    /// Candidates of the token being chosen, and the penalized window's ids sorted: kept from
-    /// token to token.
+    /// Candidates of the token being chosen, and the penalized window's ids sorted: buffers
+    /// kept from token to token.
     cand: Vec<(TokenId, f32)>,
     recent: Vec<TokenId>,
+    /// The penalized tokens and their new logits, sorted by id.
+    penalized: Vec<(TokenId, f32)>,
 }
 
 impl Sampler {
@@ -79,6 +81,7 @@ impl Sampler {
             banned: Vec::new(),
             cand: Vec::new(),
             recent: Vec::new(),
+            penalized: Vec::new(),
         }
     }
 
@@ -102,50 +105,25 @@ impl Sampler {
         self.filter(logits, history).to_vec()
     }
 
-    /// [`Sampler::distribution`] in the sampler's own buffer: once it has grown to the
-    /// vocabulary, choosing a token allocates nothing.
+    /// [`Sampler::distribution`] in the sampler's own buffer: once it has grown, choosing a
+    /// token allocates nothing.
     fn filter(&mut self, logits: &[f32], history: &[TokenId]) -> &[(TokenId, f32)] {
         let p = self.params;
+        let n = logits.len();
+        let k = if p.temp <= 0.0 {
+            1
+        } else if p.top_k == 0 || p.top_k >= n {
+            n
+        } else {
+            p.top_k
+        };
+        penalize(&p, logits, history, &mut self.recent, &mut self.penalized);
         let cand = &mut self.cand;
-        cand.clear();
-        if p.temp <= 0.0 && !penalizes(&p) {
-            // Greedy: one pass over the logits (a tenth of building the candidates).
-            let mut best: Option<(usize, f32)> = None;
-            for (i, &l) in logits.iter().enumerate() {
-                // Ties go to the lowest id, as below.
-                if best.is_some_and(|(_, b)| l.total_cmp(&b).is_le())
-                    || self.banned.contains(&(i as TokenId))
-                {
-                    continue;
-                }
-                best = Some((i, l));
-            }
-            cand.push((best.expect("logits are not empty").0 as TokenId, 1.0));
-            return cand;
-        }
-        cand.extend(logits.iter().enumerate().map(|(i, &l)| (i as TokenId, l)));
-        // Ids are still indices here.
-        apply_penalties(&p, cand, &mut self.recent, history);
-        if !self.banned.is_empty() {
-            cand.retain(|(id, _)| !self.banned.contains(id));
-        }
-        let by_logit =
-            |a: &(TokenId, f32), b: &(TokenId, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        best_candidates(logits, k, &self.penalized, &self.banned, cand);
         if p.temp <= 0.0 {
-            let best = cand
-                .iter()
-                .copied()
-                .min_by(by_logit)
-                .expect("logits are not empty");
-            cand.clear();
-            cand.push((best.0, 1.0));
+            cand[0].1 = 1.0;
             return cand;
         }
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, by_logit);
-            cand.truncate(p.top_k);
-        }
-        cand.sort_by(by_logit);
         softmax(cand);
         if p.top_p < 1.0 {
             let mut cum = 0.0;
@@ -188,14 +166,17 @@ impl Sampler {
     }
 }
 
-/// repeat penalty (divide positive logits, multiply negative ones), then presence and
-/// frequency penalties, over the last `repeat_last_n` tokens; `cand[id]` is token `id`.
-fn apply_penalties(
+/// The penalized tokens' logits, into `out` sorted by id: repeat penalty (divide positive
+/// logits, multiply negative ones), then presence and frequency penalties, over the last
+/// `repeat_last_n` tokens of `history`.
+fn penalize(
     p: &SamplerParams,
-    cand: &mut [(TokenId, f32)],
-    recent: &mut Vec<TokenId>,
+    logits: &[f32],
     history: &[TokenId],
+    recent: &mut Vec<TokenId>,
+    out: &mut Vec<(TokenId, f32)>,
 ) {
+    out.clear();
     if !penalizes(p) {
         return;
     }
@@ -205,16 +186,63 @@ fn apply_penalties(
     recent.sort_unstable();
     for run in recent.chunk_by(|a, b| a == b) {
         let (t, n) = (run[0], run.len());
-        let Some((_, l)) = cand.get_mut(t as usize) else {
+        let Some(&l) = logits.get(t as usize) else {
             continue;
         };
-        if *l <= 0.0 {
-            *l *= p.repeat_penalty;
+        let l = if l <= 0.0 {
+            l * p.repeat_penalty
         } else {
-            *l /= p.repeat_penalty;
-        }
-        *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
+            l / p.repeat_penalty
+        };
+        out.push((t, l - (n as f32 * p.frequency_penalty + p.presence_penalty)));
     }
+}
+
+/// llama.cpp's order of candidates: the highest logit first, ties to the lowest id.
+fn by_logit(a: &(TokenId, f32), b: &(TokenId, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// The `k` best tokens in [`by_logit`] order, into `out`, where the tokens of `penalized` have
+/// its logits instead of `logits`' and the `banned` ones are left out.
+///
+/// Without building all n candidates (on a 262k vocabulary that, and selecting among them,
+/// is most of a top-k sampler's 1.5-2 ms): one pass keeps the best k + m raw logits, m being
+/// the penalized and banned tokens, in a buffer of twice that, cut back whenever it fills;
+/// every logit not above the kept ones' worst is passed over at the cost of one comparison.
+/// The k best of the other tokens are among those k + m, so dropping the m and adding the
+/// penalized ones' new logits leaves the k best of all.
+fn best_candidates(
+    logits: &[f32],
+    k: usize,
+    penalized: &[(TokenId, f32)],
+    banned: &[TokenId],
+    out: &mut Vec<(TokenId, f32)>,
+) {
+    out.clear();
+    let keep = (k + penalized.len() + banned.len()).min(logits.len());
+    let mut floor: Option<f32> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        // A later id with a logit equal to the floor's comes after it.
+        if floor.is_some_and(|f| l.total_cmp(&f).is_le()) {
+            continue;
+        }
+        out.push((i as TokenId, l));
+        if out.len() == 2 * keep {
+            out.select_nth_unstable_by(keep - 1, by_logit);
+            out.truncate(keep);
+            floor = Some(out[keep - 1].1);
+        }
+    }
+    let special =
+        |id: &TokenId| banned.contains(id) || penalized.binary_search_by_key(id, |c| c.0).is_ok();
+    out.retain(|(id, _)| !special(id));
+    out.extend(penalized.iter().filter(|(id, _)| !banned.contains(id)));
+    if out.len() > k {
+        out.select_nth_unstable_by(k - 1, by_logit);
+        out.truncate(k);
+    }
+    out.sort_by(by_logit);
 }
 
 fn penalizes(p: &SamplerParams) -> bool {
@@ -281,31 +309,48 @@ mod tests {
         assert_eq!(s.distribution(&[1.0, 3.0, 3.0], &[]), vec![(1, 1.0)]);
     }
 
-    /// The one-pass greedy path and the candidate path (taken when penalties are on; a
-    /// penalty that changes nothing here) pick the same token, ties and bans included.
+    /// The one-pass selection against the obvious one: every token's (penalized) logit, banned
+    /// ones removed, all sorted. Coarse values make ties common; k from 1 (greedy) to past
+    /// the vocabulary, with penalties that raise and lower logits and with bans.
     #[test]
-    fn greedy_paths_agree() {
+    fn best_candidates_are_the_first_k_of_the_full_sort() {
         let mut rng = SplitMix64::new(3);
-        // Coarse values, so that ties are common.
-        let logits: Vec<f32> = (0..5000).map(|_| (rng.next_u64() % 50) as f32).collect();
-        let history = [4999];
-        let mut fast = Sampler::new(SamplerParams::greedy());
-        let mut slow = Sampler::new(SamplerParams {
-            presence_penalty: 1e-30,
-            ..SamplerParams::greedy()
-        });
+        let logits: Vec<f32> = (0..5000)
+            .map(|_| (rng.next_u64() % 50) as f32 - 25.0)
+            .collect();
         let best = logits.iter().copied().fold(f32::MIN, f32::max);
-        let first = logits.iter().position(|&l| l == best).unwrap() as TokenId;
-        for s in [&mut fast, &mut slow] {
-            assert_eq!(s.sample(&logits, &history), first);
-            s.ban(&[first]);
-            let next = s.sample(&logits, &history);
-            assert!(next != first && logits[next as usize] <= best);
+        let top: Vec<TokenId> = (0..5000u32)
+            .filter(|&i| logits[i as usize] == best)
+            .collect();
+        let history: Vec<TokenId> = top.iter().take(3).copied().chain([17, 17, 4999]).collect();
+        for (repeat_penalty, banned) in [(1.0, vec![]), (1.5, vec![top[3], 9]), (0.5, vec![17])] {
+            let p = SamplerParams {
+                repeat_penalty,
+                presence_penalty: 0.25,
+                ..SamplerParams::default()
+            };
+            let (mut recent, mut penalized) = (Vec::new(), Vec::new());
+            penalize(&p, &logits, &history, &mut recent, &mut penalized);
+            let mut all: Vec<(TokenId, f32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as TokenId, l))
+                .collect();
+            for &(id, l) in &penalized {
+                all[id as usize].1 = l;
+            }
+            all.retain(|(id, _)| !banned.contains(id));
+            all.sort_by(by_logit);
+            let mut out = Vec::new();
+            for k in [1, 2, 7, 40, 300, 4990, 5000, 6000] {
+                best_candidates(&logits, k, &penalized, &banned, &mut out);
+                assert_eq!(
+                    out,
+                    all[..k.min(all.len())],
+                    "k {k}, penalty {repeat_penalty}"
+                );
+            }
         }
-        assert_eq!(
-            fast.sample(&logits, &history),
-            slow.sample(&logits, &history)
-        );
     }
 
     #[test]
