@@ -112,7 +112,16 @@ fn choosing_a_token_allocates_nothing() {
         frequency_penalty: 0.25,
         ..SamplerParams::default()
     };
-    for params in [SamplerParams::greedy(), SamplerParams::default(), penalties] {
+    let no_top_k = SamplerParams {
+        top_k: 0,
+        ..penalties
+    };
+    for params in [
+        SamplerParams::greedy(),
+        SamplerParams::default(),
+        penalties,
+        no_top_k,
+    ] {
         let mut sampler = Sampler::new(params);
         sampler.ban(&[1, 106]);
         let first = sampler.sample(&logits, &history);
