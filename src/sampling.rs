@@ -263,7 +263,6 @@ fn head_of_distribution(
     out: &mut Vec<(TokenId, f32)>,
 ) {
     let n = logits.len();
-    let kept = |id: &TokenId| !banned.contains(id);
     // Any shift at or above the largest logit keeps the exponentials in range.
     let max = penalized
         .iter()
@@ -277,7 +276,7 @@ fn head_of_distribution(
             sum -= e(l);
         }
     }
-    for &(id, l) in penalized.iter().filter(|c| kept(&c.0)) {
+    for &(id, l) in penalized.iter().filter(|c| !banned.contains(&c.0)) {
         sum += e(l) - e(logits[id as usize]);
     }
     let mut k = 64.min(n);

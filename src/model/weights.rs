@@ -225,6 +225,10 @@ impl<'m> Weights<'m> {
         let mut bytes = 0;
         let (output, tied_output) = (self.output, self.tied_output);
         let moved = ctx.repack(&matrices, |id| {
+            bytes += ctx.resolve(id).n_bytes();
+            if is_copy(id) {
+                return;
+            }
             // A tied head's bytes are the embedding's: the lookup reads back only the rows of
             // the tokens it is given.
             let name = if id == output && tied_output {
@@ -233,10 +237,7 @@ impl<'m> Weights<'m> {
                 ctx.resolve(id).name()
             };
             let info = g.tensor(&name).expect("every bound tensor is in the file");
-            bytes += info.n_bytes as usize;
-            if !is_copy(id) {
-                g.release(g.tensor_data(info));
-            }
+            g.release(g.tensor_data(info));
         })?;
         // ggml declines none of the copies (the same query chose them); one it did would be
         // the map's bytes under a second descriptor, and is not used.
