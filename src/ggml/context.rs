@@ -28,6 +28,8 @@ pub struct Context<'d> {
     _arena: Option<Vec<u128>>,
     /// Backend buffers tensors were moved into ([`Context::repack`]).
     buffers: RefCell<Vec<super::repack::Buffer>>,
+    /// What graphs of this context need to know of it (see [`super::Allocator`]).
+    home: super::graph::Home,
     // Invariant in 'd: a covariant marker would let `&Context<'long>` shrink to a shorter 'd
     // and accept data that dies before the context does.
     _data: PhantomData<Cell<&'d [u8]>>,
@@ -123,6 +125,7 @@ impl<'d> Context<'d> {
             borrowed: RefCell::new(Vec::new()),
             _arena: arena,
             buffers: RefCell::new(Vec::new()),
+            home: super::graph::Home::default(),
             _data: PhantomData,
         })
     }
@@ -164,9 +167,12 @@ impl<'d> Context<'d> {
         }
     }
 
+    /// Every tensor this context creates passes here.
     fn wrap(&self, t: *mut sys::ggml_tensor) -> Tensor<'_> {
+        let raw = NonNull::new(t).expect("ggml returned a null tensor");
+        self.home.created(raw);
         Tensor {
-            raw: NonNull::new(t).expect("ggml returned a null tensor"),
+            raw,
             _ctx: PhantomData,
         }
     }
@@ -248,7 +254,7 @@ impl<'d> Context<'d> {
     /// The graph behind `id`. Panics if `id` came from another context (a programming error).
     pub fn resolve_graph(&self, id: GraphId) -> super::Graph<'_> {
         assert_eq!(id.ctx, self.uid, "graph handle used with another context");
-        super::Graph::from_raw(id.raw.as_ptr())
+        super::Graph::from_raw(id.raw.as_ptr(), &self.home)
     }
 
     /// A graph of up to `max_nodes` nodes, living in this context's arena.
@@ -263,7 +269,7 @@ impl<'d> Context<'d> {
         }
         // SAFETY: room checked; the graph lives in the arena as long as the context.
         let g = unsafe { sys::ggml_new_graph_custom(self.raw(), max_nodes, false) };
-        Ok(super::Graph::from_raw(g))
+        Ok(super::Graph::from_raw(g, &self.home))
     }
 }
 

@@ -1,24 +1,105 @@
 //! Computation graphs and the executor that runs them on a persistent thread pool.
 
+use super::alloc::Ticket;
 use super::{init_cpu, sys, tensor_name, GgmlError, Result, Tensor};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A forward graph in a context's arena. Invariant in `'c`, so that an [`super::Allocator`]
-/// borrowed for the graph's lifetime stays borrowed while its tensors are in use.
+/// What a context keeps for its graphs: the span of addresses its tensors lie in (ggml places
+/// them one after the other in the context's arena), and the allocation an allocator gave
+/// them, kept in the context so that every handle to a graph of it sees it.
+#[derive(Default)]
+pub(super) struct Home {
+    span: Cell<Option<(usize, usize)>>,
+    ticket: RefCell<Option<Ticket>>,
+}
+
+impl Home {
+    pub(super) fn created(&self, t: NonNull<sys::ggml_tensor>) {
+        let a = t.as_ptr() as usize;
+        let (lo, hi) = self.span.get().unwrap_or((a, a));
+        self.span.set(Some((lo.min(a), hi.max(a))));
+    }
+
+    /// Whether `t` is a tensor of this context.
+    fn holds(&self, t: *const sys::ggml_tensor) -> bool {
+        self.span
+            .get()
+            .is_some_and(|(lo, hi)| (lo..=hi).contains(&(t as usize)))
+    }
+}
+
+/// A forward graph in a context's arena. Invariant in `'c`, so that tensors of shorter-lived
+/// contexts cannot be added to it.
 pub struct Graph<'c> {
     raw: NonNull<sys::ggml_cgraph>,
+    home: &'c Home,
     _ctx: PhantomData<Cell<&'c ()>>,
 }
 
 impl<'c> Graph<'c> {
-    pub(super) fn from_raw(g: *mut sys::ggml_cgraph) -> Graph<'c> {
+    pub(super) fn from_raw(g: *mut sys::ggml_cgraph, home: &'c Home) -> Graph<'c> {
         Graph {
             raw: NonNull::new(g).expect("ggml returned a null graph"),
+            home,
             _ctx: PhantomData,
         }
+    }
+
+    /// Gives back the memory an earlier allocation placed the graph's tensors in (their data
+    /// pointers go back to null, so that the allocator places them again), and lists the
+    /// tensors that have no memory now: those an allocation will place. Refuses a tensor of
+    /// another context without memory, whose descriptor this graph cannot vouch for.
+    pub(super) fn unplace(&self) -> Result<Vec<NonNull<sys::ggml_tensor>>> {
+        if let Some(old) = self.home.ticket.borrow_mut().take() {
+            for t in old.placed {
+                // SAFETY: `t` is a tensor descriptor of this graph's context (checked when it
+                // was recorded), alive as long as the context; no compute runs (the graph is
+                // borrowed here and computing needs the executor and the context's tensors).
+                unsafe {
+                    let t = t.as_ptr();
+                    (*t).data = std::ptr::null_mut();
+                    (*t).buffer = std::ptr::null_mut();
+                }
+            }
+        }
+        let mut placed = Vec::new();
+        for node in self.nodes() {
+            // SAFETY: nodes and their sources are live tensors of this graph.
+            let n = unsafe { &*node };
+            let srcs = n.src.iter().copied().filter(|s| !s.is_null());
+            for t in std::iter::once(node).chain(srcs) {
+                // SAFETY: as above.
+                if unsafe { (*t).data.is_null() } {
+                    if !self.home.holds(t) {
+                        return Err(GgmlError::NoData {
+                            name: tensor_name(t),
+                        });
+                    }
+                    let t = NonNull::new(t).expect("not null");
+                    if !placed.contains(&t) {
+                        placed.push(t);
+                    }
+                }
+            }
+        }
+        Ok(placed)
+    }
+
+    /// Records the allocation the graph's tensors now live in.
+    pub(super) fn set_ticket(&self, t: Ticket) {
+        *self.home.ticket.borrow_mut() = Some(t);
+    }
+
+    /// Whether the graph's memory came from an allocation that is no longer its allocator's.
+    fn is_stale(&self) -> bool {
+        self.home
+            .ticket
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| !t.is_current())
     }
 
     /// Adds `t` and everything it depends on.
@@ -112,6 +193,10 @@ impl Executor {
     }
 
     fn run(&mut self, graph: &Graph<'_>, stop: Option<&AtomicBool>) -> Result<()> {
+        // Checked before any node is looked at: a stale graph's tensors point into freed memory.
+        if graph.is_stale() {
+            return Err(GgmlError::StaleGraph);
+        }
         if let Some(name) = graph.unallocated() {
             return Err(GgmlError::NoData { name });
         }
@@ -133,7 +218,10 @@ impl Executor {
             match sys::ggml_graph_compute(graph.raw.as_ptr(), &mut plan) {
                 sys::GGML_STATUS_SUCCESS => Ok(()),
                 sys::GGML_STATUS_ABORTED => Err(GgmlError::Aborted),
-                status => Err(GgmlError::Compute(status)),
+                status => Err(GgmlError::Compute {
+                    status,
+                    nodes: graph.n_nodes(),
+                }),
             }
         }
     }

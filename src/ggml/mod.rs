@@ -8,7 +8,8 @@
 //!   tensors borrow (weights in the GGUF memory map);
 //! - borrowed memory is read-only to ggml: writes and copies into it are refused;
 //! - tensor data is only handed out as copies, so no Rust reference aliases memory ggml writes;
-//! - a graph is computed only when every tensor in it has memory.
+//! - a graph is computed only when every tensor in it has memory, and only while that memory is
+//!   still its allocator's: allocating another graph makes the earlier one stale ([`Allocator`]).
 
 #[allow(
     non_camel_case_types,
@@ -41,7 +42,7 @@ use std::sync::Once;
 /// Errors of the ggml layer. Each names the tensor or parameter involved.
 #[derive(Debug, thiserror::Error)]
 pub enum GgmlError {
-    #[error("ggml context of {bytes} bytes could not be created")]
+    #[error("ggml context of {bytes} bytes could not be created (out of memory)")]
     ContextInit { bytes: usize },
     #[error("ggml context is full: tensor '{name}' needs {needed} bytes, {free} are free")]
     ContextFull {
@@ -73,8 +74,18 @@ pub enum GgmlError {
     Unsupported(Type, &'static str),
     #[error("ggml thread pool for {0} threads could not be created")]
     ThreadPool(usize),
-    #[error("ggml graph compute failed with status {0}")]
-    Compute(i32),
+    #[error("a buffer of {bytes} bytes for {what} could not be allocated (out of memory)")]
+    BufferAlloc { what: &'static str, bytes: usize },
+    #[error("tensor '{name}' could not be placed in its buffer (ggml status {status})")]
+    TensorAlloc { name: String, status: i32 },
+    #[error("ggml's graph allocator could not be created (out of memory)")]
+    AllocatorInit,
+    #[error("the compute buffer for a graph of {nodes} nodes could not be allocated (out of memory; it held {had} bytes)")]
+    ComputeBuffer { nodes: usize, had: usize },
+    #[error("this graph's memory was given to a graph allocated after it: allocate it again before computing it")]
+    StaleGraph,
+    #[error("ggml graph compute of {nodes} nodes failed with status {status}")]
+    Compute { status: i32, nodes: usize },
     #[error("graph compute was aborted")]
     Aborted,
 }

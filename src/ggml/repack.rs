@@ -6,7 +6,7 @@
 //! types and shapes qualify depends on the CPU, so ggml is asked, tensor by tensor, the way
 //! llama.cpp asks it (`weight_buft_supported`).
 
-use super::{init_cpu, sys, Context, GgmlError, Result, TensorId};
+use super::{init_cpu, sys, tensor_name, Context, GgmlError, Result, TensorId};
 use std::ffi::CStr;
 use std::ptr::NonNull;
 
@@ -152,7 +152,10 @@ impl Context<'_> {
             .sum();
         // SAFETY: a plain allocation; null (out of memory) is handled.
         let raw = unsafe { sys::ggml_backend_buft_alloc_buffer(buft, size) };
-        let buffer = NonNull::new(raw).ok_or(GgmlError::ContextInit { bytes: size })?;
+        let buffer = NonNull::new(raw).ok_or(GgmlError::BufferAlloc {
+            what: "repacked weights",
+            bytes: size,
+        })?;
         // Owned by the context before any tensor points into it, even if a later one fails.
         self.own_buffer(Buffer(buffer));
         // SAFETY: a non-empty CPU buffer has a base, aligned to `align`.
@@ -172,7 +175,10 @@ impl Context<'_> {
                 if status != sys::GGML_STATUS_SUCCESS {
                     (*t).data = src;
                     (*t).buffer = std::ptr::null_mut();
-                    return Err(GgmlError::Compute(status));
+                    return Err(GgmlError::TensorAlloc {
+                        name: tensor_name(t),
+                        status,
+                    });
                 }
                 sys::ggml_backend_tensor_set(t, src, 0, n);
             }
