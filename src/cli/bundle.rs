@@ -18,7 +18,7 @@ pub struct BundleArgs {
 
 pub fn run(args: &BundleArgs) -> Result<(), CliError> {
     // Only a model gemlet can run goes in.
-    Model::load(&args.model)?;
+    Model::check(&args.model, Default::default())?;
     let exe = std::env::current_exe().map_err(CliError::Input)?;
     let io = |what: &str, path: &std::path::Path, e: std::io::Error| {
         CliError::Usage(format!("{what} {}: {e}", path.display()))

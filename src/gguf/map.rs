@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io;
+use std::sync::OnceLock;
 
 use memmap2::Mmap;
 
@@ -38,16 +39,21 @@ pub struct HugePages {
 /// A model file's bytes in memory.
 pub(super) struct Mapped {
     map: Mmap,
-    /// For anonymous memory (`--no-mmap`): the file and the offset its bytes were read from,
-    /// so that a released range can be mapped back from it.
-    read_from: Option<(File, u64)>,
+    /// The file and the offset of the map's first byte in it: to drop and read again a file
+    /// map's pages, and to map a released range of anonymous memory back from the file.
+    file: File,
+    offset: u64,
+    /// Read into anonymous memory (`--no-mmap`) rather than a map of the file.
+    anonymous: bool,
     locked: bool,
-    pub(super) huge_pages: Option<HugePages>,
+    /// Measured where the bytes were read or faulted in: at open for anonymous memory, at
+    /// [`Mapped::fault_in`] for a file map.
+    huge_pages: OnceLock<Option<HugePages>>,
 }
 
 impl Mapped {
-    /// `len` bytes of `file` from `offset`: mapped (`mmap`) or read into anonymous memory, and
-    /// locked in RAM with `mlock`.
+    /// `len` bytes of `file` from `offset`: mapped (`mmap`; nothing is read but the pages
+    /// touched) or read into anonymous memory, and locked in RAM with `mlock`.
     pub(super) fn open(
         mut file: File,
         offset: u64,
@@ -55,10 +61,13 @@ impl Mapped {
         mmap: bool,
         mlock: bool,
     ) -> io::Result<Mapped> {
-        let (map, huge_pages) = if mmap {
+        let huge_pages = OnceLock::new();
+        let map = if mmap {
             map_file(&file, offset, len)?
         } else {
-            read_anon(&mut file, offset, len)?
+            let (map, huge) = read_anon(&mut file, offset, len)?;
+            let _ = huge_pages.set(huge);
+            map
         };
         if mlock {
             map.lock().map_err(|e| {
@@ -70,7 +79,9 @@ impl Mapped {
         }
         Ok(Mapped {
             map,
-            read_from: (!mmap).then_some((file, offset)),
+            file,
+            offset,
+            anonymous: !mmap,
             locked: mlock,
             huge_pages,
         })
@@ -80,53 +91,64 @@ impl Mapped {
         &self.map
     }
 
+    /// Brings every page of a file map into memory now, on huge pages where the system allows
+    /// (see the module's comment), and returns how much is on huge pages: for weights about to
+    /// be computed with, so that the first prompt does not take ~60k page faults inside its
+    /// matrix products. Done once; anonymous memory was read whole at open.
+    pub(super) fn fault_in(&self) -> Option<HugePages> {
+        *self.huge_pages.get_or_init(|| {
+            #[cfg(target_os = "linux")]
+            {
+                populate(&self.map, 0, self.map.len());
+                linux::file_huge_pages(&self.map, &self.file, self.offset)
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                let _ = self.map.advise(memmap2::Advice::WillNeed);
+                None
+            }
+        })
+    }
+
+    /// The huge-page figures, once the bytes are in memory (see [`Mapped::fault_in`]).
+    pub(super) fn huge_pages(&self) -> Option<HugePages> {
+        self.huge_pages.get().copied().flatten()
+    }
+
     /// Gives back the pages lying wholly inside `[from, to)` (offsets into the bytes), which
     /// read the same if touched again; returns whether any were. Locked pages stay.
     pub(super) fn release(&self, from: usize, to: usize) -> bool {
         if self.locked || from > to || to > self.map.len() {
             return false;
         }
-        match &self.read_from {
-            None => release(&self.map, from, to),
-            #[cfg(target_os = "linux")]
-            Some((file, offset)) => linux::map_back(&self.map, file, *offset, from, to),
-            #[cfg(not(target_os = "linux"))]
-            Some(_) => false,
+        if !self.anonymous {
+            return release(&self.map, from, to);
         }
+        #[cfg(target_os = "linux")]
+        return linux::map_back(&self.map, &self.file, self.offset, from, to);
+        #[cfg(not(target_os = "linux"))]
+        false
     }
 }
 
-/// Maps `len` bytes of `file` from `offset`, every page faulted in now (while the model loads,
-/// not as ~60k page faults inside the first prompt's matrix products), on huge pages where the
-/// system allows. The figures are `None` where they cannot be measured.
-fn map_file(file: &File, offset: u64, len: usize) -> io::Result<(Mmap, Option<HugePages>)> {
-    // SAFETY: the map is read-only and private to this process. Like every mmap-based reader
-    // we assume nobody truncates or rewrites the model file while it is open.
+/// Maps `len` bytes of `file` from `offset`, read-only. Nothing is read yet: a page comes in
+/// when it is first touched, or all of them at [`Mapped::fault_in`].
+fn map_file(file: &File, offset: u64, len: usize) -> io::Result<Mmap> {
+    // SAFETY: the map is read-only and private to this process, so Rust's `&[u8]` views of it
+    // never see a write of ours. memmap2's remaining condition, that the file is not truncated
+    // or rewritten while mapped, is assumed as by every mmap-based model reader (llama.cpp's
+    // included): a model file is not written while a program runs it. The map lives in
+    // `Mapped`, which outlives every slice handed out of it.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(file)?
+    };
+    // Only a hint, before the first touch so that readahead picks 2 MiB folios.
     #[cfg(target_os = "linux")]
-    {
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset)
-                .len(len)
-                .map(file)?
-        };
-        // Only a hint, before the first touch so that readahead picks 2 MiB folios.
-        let _ = map.advise(memmap2::Advice::HugePage);
-        populate(&map, 0, map.len());
-        let huge = linux::file_huge_pages(&map, file, offset);
-        Ok((map, huge))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset)
-                .len(len)
-                .populate()
-                .map(file)?
-        };
-        Ok((map, None))
-    }
+    let _ = map.advise(memmap2::Advice::HugePage);
+    Ok(map)
 }
 
 /// Reads `len` bytes of `file` from `offset` into anonymous, page-aligned (unlike a `Vec`) and
@@ -172,8 +194,10 @@ fn release(map: &Mmap, from: usize, to: usize) -> bool {
             let _ = map.advise_range(memmap2::Advice::NoHugePage, a - base, b - a);
         }
     }
-    // SAFETY: a private, read-only map of a file nobody rewrites (see map_file): the pages read
-    // back the same bytes, so no Rust reference into the map sees a change.
+    // SAFETY: [lo, hi) lies inside `map` (whole_pages), a private read-only map of a file that
+    // is not rewritten while mapped (map_file's invariant). MADV_DONTNEED drops our pages and
+    // the next read faults the same bytes back from the file, so every `&[u8]` into the range
+    // stays valid and reads what it read before.
     unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo - base, hi - lo) }
         .is_ok()
 }
@@ -189,7 +213,7 @@ fn whole_pages(map: &Mmap, from: usize, to: usize) -> Option<(usize, usize)> {
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
+    // SAFETY: sysconf takes a constant and touches no memory of ours.
     usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
@@ -206,7 +230,8 @@ fn populate(map: &Mmap, from: usize, len: usize) {
     let page = page_size();
     let mut at = from;
     while at < from + len {
-        // SAFETY: `at` is inside the map; a volatile read keeps the touch from being elided.
+        // SAFETY: `from <= at < from + len <= map.len()`, so the read is inside the live map,
+        // whose pages are readable; volatile so that the touch is not elided.
         unsafe { std::ptr::read_volatile(map.as_ptr().add(at)) };
         at += page;
     }
@@ -292,8 +317,9 @@ mod linux {
     /// Drops `[from, from + len)` of the map (whose first byte is the file's byte `offset`) from
     /// this process and, where nobody else maps it, from the page cache, then faults it in again.
     fn refault(map: &Mmap, file: &File, offset: u64, from: usize, len: usize) {
-        // SAFETY: a private, read-only map of a file nobody rewrites (see map_file), and no
-        // reference into it exists yet: the pages read back the same bytes.
+        // SAFETY: [from, from + len) lies inside `map` (callers pass ranges of it), a private
+        // read-only map of a file that is not rewritten while mapped (map_file's invariant):
+        // dropped pages fault back in with the same bytes, so slices into them stay valid.
         let dropped = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, from, len) };
         if dropped.is_err() {
             return;
@@ -304,8 +330,9 @@ mod linux {
         ) else {
             return;
         };
-        // SAFETY: posix_fadvise only reads its arguments; dropping clean cached pages of a file
-        // changes no data (dirty or mapped pages are left where they are).
+        // SAFETY: posix_fadvise takes plain values (an open descriptor, offsets) and touches no
+        // memory of ours; dropping clean cached pages of a file changes no data (the kernel
+        // leaves dirty or still-mapped pages where they are).
         unsafe { libc::posix_fadvise(file.as_raw_fd(), at, n, libc::POSIX_FADV_DONTNEED) };
         populate(map, from, len);
     }

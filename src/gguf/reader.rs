@@ -238,7 +238,8 @@ impl Default for OpenOptions {
 }
 
 impl Gguf {
-    /// Maps `path` and validates its header, metadata and tensor table. Tensor data is not read.
+    /// Maps `path` and validates its header, metadata and tensor table. Tensor data is not read
+    /// (see [`Gguf::fault_in`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf> {
         Self::open_with(path, OpenOptions::default())
     }
@@ -387,10 +388,22 @@ impl Gguf {
     }
 
     /// How much of the file's memory sits on transparent huge pages, as measured when it was
-    /// opened (`None` where that cannot be measured, or for an image built in memory).
+    /// read (`--no-mmap`) or faulted in ([`Gguf::fault_in`]); `None` before that, where it
+    /// cannot be measured, or for an image built in memory.
     pub fn huge_pages(&self) -> Option<HugePages> {
         match &self.source {
-            Source::Map(m) => m.huge_pages,
+            Source::Map(m) => m.huge_pages(),
+            Source::Owned(_) => None,
+        }
+    }
+
+    /// Brings the whole file into memory now, on huge pages where the system allows (see
+    /// `gguf/map.rs`): for weights about to be computed with. Opening a file reads only the
+    /// pages its header, metadata and tensor table touch; `inspect`, `tokenize` and `bundle`
+    /// never call this. Done once; returns the huge-page figures.
+    pub fn fault_in(&self) -> Option<HugePages> {
+        match &self.source {
+            Source::Map(m) => m.fault_in(),
             Source::Owned(_) => None,
         }
     }

@@ -9,8 +9,8 @@ pub mod memory;
 pub mod weights;
 
 pub use census::{Census, Component};
-pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
-pub use memory::{MemoryPlan, PlanDims};
+pub use config::{Arch, Config, Dims, LayerKind, PerKind, SUPPORTED_ARCHITECTURES};
+pub use memory::MemoryPlan;
 
 use crate::gguf::{Gguf, GgufError, OpenOptions};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -24,24 +24,33 @@ pub struct Model {
 }
 
 impl Model {
-    /// Maps the file, reads and validates the configuration and every weight's shape, and
-    /// builds the tokenizer. Weights stay in the map.
+    /// Maps the file, reads and validates the configuration and every weight's shape, builds
+    /// the tokenizer, and brings the weights into memory ([`Gguf::fault_in`]). Weights stay in
+    /// the map.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         Self::load_with(path, OpenOptions::default())
     }
 
     /// Like [`Model::load`], reading the file as `opts` says (`--no-mmap`, `--mlock`).
     pub fn load_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Model> {
+        let model = Self::check(path, opts)?;
+        model.gguf.fault_in();
+        Ok(model)
+    }
+
+    /// Everything [`Model::load_with`] validates, without reading the weights into memory (for
+    /// `bundle`, which only copies the file).
+    pub fn check(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Model> {
         let gguf = Gguf::open_with(path.as_ref(), opts)?;
         let config = Config::from_gguf(&gguf)?;
         // Binding checks every tensor's presence and shape now, not at the first token.
         weights::Weights::bind(&gguf, &config, weights::Repack::Off)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        if tokenizer.n_vocab() != config.n_vocab {
+        if tokenizer.n_vocab() != config.dims.n_vocab {
             return Err(ModelError::Config(format!(
                 "the tokenizer has {} tokens but token_embd.weight has {} rows",
                 tokenizer.n_vocab(),
-                config.n_vocab
+                config.dims.n_vocab
             )));
         }
         Ok(Model {
