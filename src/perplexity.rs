@@ -46,7 +46,7 @@ pub fn perplexity(
     }
     let n_chunks = max_chunks.map_or(available, |m| m.min(available));
     let bos = session.model().tokenizer().bos();
-    let n_vocab = session.model().config().n_vocab;
+    let n_vocab = session.model().config().dims.n_vocab;
     let first = n_ctx / 2;
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
     let mut running = Vec::with_capacity(n_chunks);

@@ -3,9 +3,9 @@
 
 use crate::ggml::{Allocator, Context, Executor, GgmlError};
 use crate::model::gemma::{self, BatchShape, Forward};
-use crate::model::kv_cache::{CacheParams, KvCache};
+use crate::model::kv_cache::{CacheLayout, CacheParams, ContextSize, KvCache};
 use crate::model::weights::{Repack, Weights};
-use crate::model::{Census, MemoryPlan, Model, ModelError, PlanDims};
+use crate::model::{Census, MemoryPlan, Model, ModelError, PerKind};
 use crate::sampling::Sampler;
 use crate::tokenizer::{TokenId, TokenizerError};
 use std::sync::atomic::AtomicBool;
@@ -125,13 +125,14 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
+    /// A session of `params`, whose context and batch sizes are resolved here once (see
+    /// [`ContextSize`]); [`Session::params`] gives the resolved ones.
     pub fn new(model: &'m Model, params: SessionParams) -> Result<Session<'m>> {
         let c = model.config();
-        let n_ctx = params.n_ctx.clamp(1, c.n_ctx_train);
-        let n_batch = params.n_batch.clamp(1, n_ctx);
+        let size = ContextSize::resolve(params.n_ctx, params.n_batch, c.dims.n_ctx_train);
         let params = SessionParams {
-            n_ctx,
-            n_batch,
+            n_ctx: size.n_ctx,
+            n_batch: size.n_batch,
             n_threads: params.n_threads.max(1),
             ..params
         };
@@ -141,11 +142,11 @@ impl<'m> Session<'m> {
         }
         let mut weights = Weights::bind(model.gguf(), c, params.repack)?;
         let repack = weights.plan_repack(params.repack)?;
+        let layout = CacheLayout::new(c, size, params.cache.swa_full);
         let plan = MemoryPlan::new(
-            &PlanDims::from_config(c),
+            &c.dims,
+            &layout,
             Census::of(model.gguf()).weight_bytes,
-            n_ctx,
-            n_batch,
             params.cache,
         )
         .with_repack_copies(repack.copy_bytes);
@@ -157,16 +158,16 @@ impl<'m> Session<'m> {
             model,
             weights,
             plan,
-            cache: KvCache::new(c, n_ctx, n_batch, params.cache)?,
+            cache: KvCache::new(&layout, params.cache)?,
             exec: Executor::new(params.n_threads)?,
             alloc: Allocator::new()?,
             params,
-            tokens: Vec::with_capacity(n_ctx),
+            tokens: Vec::with_capacity(size.n_ctx),
             logits: Vec::new(),
             graph: None,
             graphs_built: 0,
-            positions: Vec::with_capacity(n_batch),
-            ids: Vec::with_capacity(n_batch),
+            positions: Vec::with_capacity(size.n_batch),
+            ids: Vec::with_capacity(size.n_batch),
         };
         if params.warmup {
             session.warm_up()?;
@@ -282,7 +283,7 @@ impl<'m> Session<'m> {
         if tokens.is_empty() {
             return Err(SessionError::Empty);
         }
-        let n_vocab = self.model.config().n_vocab;
+        let n_vocab = self.model.config().dims.n_vocab;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(SessionError::BadToken { id, n_vocab });
         }
@@ -326,7 +327,7 @@ impl<'m> Session<'m> {
         let plans = self.cache.plans();
         let shape = BatchShape {
             n_tokens: tokens.len(),
-            n_kv: [plans[0].n_kv, plans[1].n_kv],
+            n_kv: PerKind::new(|kind| plans.get(kind).as_ref().map_or(0, |p| p.n_kv)),
             n_out: (wanted < tokens.len()).then_some(wanted.max(1)),
         };
         if self.graph.as_ref().is_none_or(|(_, f)| f.shape != shape) {
@@ -350,10 +351,10 @@ impl<'m> Session<'m> {
         let t = |id| ctx.resolve(id);
         t(f.tokens).write_i32(&self.ids)?;
         t(f.positions).write_i32(&self.positions)?;
-        for (kind, plan) in plans.iter().enumerate() {
-            if let (Some(slots), Some(mask)) = (f.slots[kind], f.masks[kind]) {
-                t(slots).write_i32(plan.slots)?;
-                t(mask).write_f16(plan.mask)?;
+        for (kind, plan) in plans.iter() {
+            if let (Some(plan), Some(input)) = (plan, f.attn_inputs.get(kind)) {
+                t(input.slots).write_i32(plan.slots)?;
+                t(input.mask).write_f16(plan.mask)?;
             }
         }
         let graph = ctx.resolve_graph(f.graph);
@@ -388,7 +389,7 @@ impl<'m> Session<'m> {
         if self.logits.is_empty() {
             return Err(SessionError::Empty);
         }
-        let n_vocab = self.model.config().n_vocab;
+        let n_vocab = self.model.config().dims.n_vocab;
         let mut stop = Stop::Limit;
         for i in 0..n_predict {
             let last = &self.logits[self.logits.len() - n_vocab..];

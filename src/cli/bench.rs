@@ -111,7 +111,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         params: session.params(),
         mmap: args.mmap,
     };
-    let mut tokens = Tokens::new(model.config().n_vocab, model.tokenizer().bos());
+    let mut tokens = Tokens::new(model.config().dims.n_vocab, model.tokenizer().bos());
     let md = args.output == "md";
     if md {
         super::print(&table_header(&run))?;

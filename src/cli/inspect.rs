@@ -3,8 +3,9 @@
 use super::fmt::{bytes, short_count, thousands};
 use super::CliError;
 use crate::gguf::{file_type_name, Gguf, Value};
+use crate::model::kv_cache::{CacheLayout, ContextSize};
 use crate::model::weights::{Repack, Weights};
-use crate::model::{Census, Component, Config, MemoryPlan, PlanDims};
+use crate::model::{Census, Component, Config, Dims, LayerKind, MemoryPlan};
 use serde_json::{json, Map, Value as Json};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ struct Report<'g> {
     g: &'g Gguf,
     census: Census,
     config: Result<Config, String>,
-    dims: Option<PlanDims>,
+    dims: Option<Dims>,
     plan: Option<MemoryPlan>,
 }
 
@@ -49,8 +50,8 @@ impl<'g> Report<'g> {
         let census = Census::of(g);
         let config = Config::from_gguf(g).map_err(|e| e.to_string());
         let dims = match &config {
-            Ok(c) => Some(PlanDims::from_config(c)),
-            Err(_) => PlanDims::from_metadata(g),
+            Ok(c) => Some(c.dims.clone()),
+            Err(_) => Dims::from_metadata(g),
         };
         let repack = if args.no_repack {
             Repack::Off
@@ -61,14 +62,13 @@ impl<'g> Report<'g> {
             .as_ref()
             .map_or(0, |c| Weights::copy_bytes(g, c, repack));
         let plan = dims.as_ref().map(|d| {
-            MemoryPlan::new(
-                d,
-                census.weight_bytes,
-                args.ctx_size,
-                args.batch_size,
-                args.cache.params(),
-            )
-            .with_repack_copies(copies)
+            let size = ContextSize::resolve(args.ctx_size, args.batch_size, d.n_ctx_train);
+            let layout = match &config {
+                Ok(c) => CacheLayout::new(c, size, args.cache.swa_full),
+                Err(_) => CacheLayout::all_global(d, size),
+            };
+            let cache = args.cache.params();
+            MemoryPlan::new(d, &layout, census.weight_bytes, cache).with_repack_copies(copies)
         });
         Report {
             g,
@@ -201,39 +201,42 @@ fn to_text(r: &Report<'_>, args: &InspectArgs) -> String {
 }
 
 fn hparams_text(s: &mut String, c: &Config) {
-    let attention = match (c.n_head, c.n_head_kv) {
+    let attention = match (c.dims.n_head, c.dims.n_head_kv) {
         (h, 1) if h > 1 => "multi-query",
         (h, kv) if h == kv => "multi-head",
         _ => "grouped-query",
     };
     let rows: Vec<(&str, String)> = vec![
-        ("hidden size", c.n_embd.to_string()),
-        ("blocks", c.n_layer.to_string()),
+        ("hidden size", c.dims.n_embd.to_string()),
+        ("blocks", c.dims.n_layer.to_string()),
         (
             "heads / KV heads",
-            format!("{} / {} ({attention})", c.n_head, c.n_head_kv),
+            format!("{} / {} ({attention})", c.dims.n_head, c.dims.n_head_kv),
         ),
         (
             "head dim (k / v)",
-            format!("{} / {}", c.head_dim_k, c.head_dim_v),
+            format!("{} / {}", c.dims.head_dim_k, c.dims.head_dim_v),
         ),
-        ("FFN size", c.n_ff.to_string()),
-        ("vocab", c.n_vocab.to_string()),
-        ("context length", c.n_ctx_train.to_string()),
+        ("FFN size", c.dims.n_ff.to_string()),
+        ("vocab", c.dims.n_vocab.to_string()),
+        ("context length", c.dims.n_ctx_train.to_string()),
         (
             "rope base",
             if c.sliding_window.is_some() {
                 format!(
                     "{} (global layers), {} (local layers)",
-                    c.rope_base, c.rope_base_local
+                    c.rope_base.global, c.rope_base.local
                 )
             } else {
-                c.rope_base.to_string()
+                c.rope_base.global.to_string()
             },
         ),
         (
             "rope scale",
-            format!("{} (global), {} (local)", c.rope_scale, c.rope_scale_local),
+            format!(
+                "{} (global), {} (local)",
+                c.rope_scale.global, c.rope_scale.local
+            ),
         ),
         ("sliding window", window_text(c)),
         (
@@ -276,14 +279,14 @@ fn window_text(c: &Config) -> String {
     let Some(w) = c.sliding_window else {
         return "none".into();
     };
-    let global: Vec<String> = (0..c.n_layer)
-        .filter(|&il| !c.is_local(il))
+    let global: Vec<String> = (0..c.dims.n_layer)
+        .filter(|&il| c.kind(il) == LayerKind::Global)
         .map(|il| il.to_string())
         .collect();
     format!(
         "{w} on {} of {} layers; global layers: {}",
-        c.n_layer - global.len(),
-        c.n_layer,
+        c.dims.n_layer - global.len(),
+        c.dims.n_layer,
         if global.is_empty() {
             "none".into()
         } else {
@@ -454,21 +457,21 @@ fn to_json(r: &Report<'_>) -> Json {
 
 fn config_json(c: &Config) -> Json {
     json!({
-        "hidden_size": c.n_embd,
-        "block_count": c.n_layer,
-        "head_count": c.n_head,
-        "head_count_kv": c.n_head_kv,
-        "head_dim_k": c.head_dim_k,
-        "head_dim_v": c.head_dim_v,
-        "ffn_size": c.n_ff,
-        "vocab_size": c.n_vocab,
-        "context_length": c.n_ctx_train,
-        "rope_base": c.rope_base,
-        "rope_base_local": c.rope_base_local,
-        "rope_scale": c.rope_scale,
-        "rope_scale_local": c.rope_scale_local,
+        "hidden_size": c.dims.n_embd,
+        "block_count": c.dims.n_layer,
+        "head_count": c.dims.n_head,
+        "head_count_kv": c.dims.n_head_kv,
+        "head_dim_k": c.dims.head_dim_k,
+        "head_dim_v": c.dims.head_dim_v,
+        "ffn_size": c.dims.n_ff,
+        "vocab_size": c.dims.n_vocab,
+        "context_length": c.dims.n_ctx_train,
+        "rope_base": c.rope_base.global,
+        "rope_base_local": c.rope_base.local,
+        "rope_scale": c.rope_scale.global,
+        "rope_scale_local": c.rope_scale.local,
         "sliding_window": c.sliding_window,
-        "local_layers": (0..c.n_layer).filter(|&il| c.is_local(il)).collect::<Vec<_>>(),
+        "local_layers": (0..c.dims.n_layer).filter(|&il| c.kind(il) == LayerKind::Local).collect::<Vec<_>>(),
         "attn_softcap": c.attn_softcap,
         "final_softcap": c.final_softcap,
         "query_scale": c.query_scale,

@@ -36,10 +36,10 @@ impl Arch {
     }
 }
 
-/// Everything the forward pass needs to know about a model, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub arch: Arch,
+/// A model's sizes. Part of every [`Config`]; for architectures gemlet does not run, `inspect`
+/// reads them from the standard keys ([`Dims::from_metadata`]) to plan their memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dims {
     /// Transformer blocks.
     pub n_layer: usize,
     /// Hidden size (embedding length).
@@ -56,20 +56,118 @@ pub struct Config {
     pub head_dim_v: usize,
     /// Rows of the token embedding.
     pub n_vocab: usize,
-    /// Context length the model was trained with.
+    /// Context length the model was trained with (0 when a file of another architecture does
+    /// not say).
     pub n_ctx_train: usize,
+}
+
+impl Dims {
+    /// Dimensions from `{arch}.*` keys of any architecture (llama.cpp's key names), with
+    /// llama.cpp's defaults; `None` when the basic keys are missing.
+    pub fn from_metadata(g: &Gguf) -> Option<Dims> {
+        let arch = g.architecture().ok()?;
+        let u = |k: &str| g.get_u32(&format!("{arch}.{k}")).ok().map(|v| v as usize);
+        let n_layer = u("block_count")?;
+        let n_embd = u("embedding_length")?;
+        let n_head = u("attention.head_count").filter(|&h| h > 0)?;
+        let n_vocab = g
+            .tensor("token_embd.weight")
+            .and_then(|t| t.dims.get(1).copied())
+            .map(|v| v as usize)
+            .or_else(|| g.get_array("tokenizer.ggml.tokens").ok().map(|a| a.len()))?;
+        Some(Dims {
+            n_layer,
+            n_embd,
+            n_ff: u("feed_forward_length").unwrap_or(4 * n_embd),
+            n_head,
+            n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
+            head_dim_k: u("attention.key_length").unwrap_or(n_embd / n_head),
+            head_dim_v: u("attention.value_length").unwrap_or(n_embd / n_head),
+            n_vocab,
+            n_ctx_train: u("context_length").unwrap_or(0),
+        })
+    }
+}
+
+/// What a layer's attention sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayerKind {
+    /// Every earlier position.
+    Global,
+    /// The positions inside the sliding window (Gemma 2 and 3's local layers).
+    Local,
+}
+
+impl LayerKind {
+    pub const ALL: [LayerKind; 2] = [LayerKind::Global, LayerKind::Local];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Global => "global",
+            LayerKind::Local => "local",
+        }
+    }
+}
+
+/// One value for each [`LayerKind`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerKind<T> {
+    pub global: T,
+    pub local: T,
+}
+
+impl<T> PerKind<T> {
+    pub fn new(mut f: impl FnMut(LayerKind) -> T) -> PerKind<T> {
+        PerKind {
+            global: f(LayerKind::Global),
+            local: f(LayerKind::Local),
+        }
+    }
+
+    pub fn get(&self, kind: LayerKind) -> &T {
+        match kind {
+            LayerKind::Global => &self.global,
+            LayerKind::Local => &self.local,
+        }
+    }
+
+    pub fn get_mut(&mut self, kind: LayerKind) -> &mut T {
+        match kind {
+            LayerKind::Global => &mut self.global,
+            LayerKind::Local => &mut self.local,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (LayerKind, &T)> {
+        [
+            (LayerKind::Global, &self.global),
+            (LayerKind::Local, &self.local),
+        ]
+        .into_iter()
+    }
+
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> PerKind<U> {
+        PerKind {
+            global: f(self.global),
+            local: f(self.local),
+        }
+    }
+}
+
+/// Everything the forward pass needs to know about a model, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    pub dims: Dims,
     pub norm_eps: f32,
-    /// Rope base of global layers (`rope.freq_base`, default 10000).
-    pub rope_base: f32,
-    /// Rope frequency scale of global layers (1 / `rope.scaling.factor`).
-    pub rope_scale: f32,
-    /// Rope base and scale of sliding-window layers.
-    pub rope_base_local: f32,
-    pub rope_scale_local: f32,
+    /// Rope base and frequency scale (1 / `rope.scaling.factor`) of each kind of layer:
+    /// `rope.freq_base` on global layers (default 10000), the architecture's rule on local ones.
+    pub rope_base: PerKind<f32>,
+    pub rope_scale: PerKind<f32>,
     /// Sliding-window size, if the model has local layers.
     pub sliding_window: Option<usize>,
-    /// Per layer: does it attend only within the sliding window?
-    pub local_layers: Vec<bool>,
+    /// Each layer's kind of attention.
+    pub layer_kinds: Vec<LayerKind>,
     /// Gemma 2's tanh soft-cap on attention logits.
     pub attn_softcap: Option<f32>,
     /// tanh soft-cap on the output logits.
@@ -153,8 +251,8 @@ impl Config {
                 6,
             ),
         };
-        let local_layers = match sliding_window {
-            None => vec![false; n_layer],
+        let layer_kinds = match sliding_window {
+            None => vec![LayerKind::Global; n_layer],
             Some(_) => swa_pattern(
                 g,
                 &key("attention.sliding_window_pattern"),
@@ -190,22 +288,28 @@ impl Config {
 
         let config = Config {
             arch,
-            n_layer,
-            n_embd,
-            n_ff,
-            n_head,
-            n_head_kv,
-            head_dim_k,
-            head_dim_v,
-            n_vocab,
-            n_ctx_train,
+            dims: Dims {
+                n_layer,
+                n_embd,
+                n_ff,
+                n_head,
+                n_head_kv,
+                head_dim_k,
+                head_dim_v,
+                n_vocab,
+                n_ctx_train,
+            },
             norm_eps,
-            rope_base,
-            rope_scale,
-            rope_base_local,
-            rope_scale_local,
+            rope_base: PerKind {
+                global: rope_base,
+                local: rope_base_local,
+            },
+            rope_scale: PerKind {
+                global: rope_scale,
+                local: rope_scale_local,
+            },
             sliding_window,
-            local_layers,
+            layer_kinds,
             attn_softcap,
             final_softcap,
             query_scale,
@@ -219,19 +323,20 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(format!("{}: {m}", self.arch.name())));
-        if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+        let d = &self.dims;
+        if d.n_head_kv == 0 || d.n_head % d.n_head_kv != 0 {
             return bad(format!(
                 "{} query heads are not a multiple of {} key/value heads",
-                self.n_head, self.n_head_kv
+                d.n_head, d.n_head_kv
             ));
         }
-        if self.head_dim_k == 0 || self.head_dim_k % 2 != 0 {
+        if d.head_dim_k == 0 || d.head_dim_k % 2 != 0 {
             return bad(format!(
                 "head dimension {} must be even and positive (rope rotates pairs)",
-                self.head_dim_k
+                d.head_dim_k
             ));
         }
-        if self.head_dim_v == 0 || self.n_ff == 0 || self.n_vocab == 0 || self.n_ctx_train == 0 {
+        if d.head_dim_v == 0 || d.n_ff == 0 || d.n_vocab == 0 || d.n_ctx_train == 0 {
             return bad(
                 "value length, feed_forward_length, vocabulary and context_length must be positive"
                     .into(),
@@ -243,22 +348,22 @@ impl Config {
                 self.norm_eps
             ));
         }
-        if !(self.rope_base > 1.0 && self.rope_base_local > 1.0) {
+        if !(self.rope_base.global > 1.0 && self.rope_base.local > 1.0) {
             return bad(format!(
                 "rope bases {} / {} must exceed 1",
-                self.rope_base, self.rope_base_local
+                self.rope_base.global, self.rope_base.local
             ));
         }
         // Shapes of products that size buffers: keep them far from overflow on 32-bit targets.
         let limit = 1usize << 24;
         for (name, v) in [
-            ("block_count", self.n_layer),
-            ("embedding_length", self.n_embd),
-            ("feed_forward_length", self.n_ff),
-            ("head_count", self.n_head),
-            ("key_length", self.head_dim_k),
-            ("value_length", self.head_dim_v),
-            ("context_length", self.n_ctx_train),
+            ("block_count", d.n_layer),
+            ("embedding_length", d.n_embd),
+            ("feed_forward_length", d.n_ff),
+            ("head_count", d.n_head),
+            ("key_length", d.head_dim_k),
+            ("value_length", d.head_dim_v),
+            ("context_length", d.n_ctx_train),
         ] {
             if v > limit {
                 return bad(format!("{name} {v} is implausibly large"));
@@ -267,32 +372,19 @@ impl Config {
         Ok(())
     }
 
-    /// Whether layer `il` attends only within the sliding window.
-    pub fn is_local(&self, il: usize) -> bool {
-        self.local_layers.get(il).copied().unwrap_or(false)
+    /// Layer `il`'s kind of attention.
+    pub fn kind(&self, il: usize) -> LayerKind {
+        self.layer_kinds
+            .get(il)
+            .copied()
+            .unwrap_or(LayerKind::Global)
     }
 
-    /// Rope base and frequency scale of layer `il`.
-    pub fn rope_for(&self, il: usize) -> (f32, f32) {
-        if self.is_local(il) {
-            (self.rope_base_local, self.rope_scale_local)
-        } else {
-            (self.rope_base, self.rope_scale)
-        }
-    }
-
-    /// Cache slots of a sliding-window layer: the window plus one batch (a batch overwrites only
-    /// positions all its queries have left behind), at most the context.
-    pub fn local_cache_size(&self, n_ctx: usize, n_batch: usize) -> Option<usize> {
-        self.sliding_window.map(|w| (w + n_batch).min(n_ctx))
-    }
-
-    /// Positions layer `il` keeps in its KV cache for a context of `n_ctx` filled in batches
-    /// of `n_batch`.
-    pub fn kv_positions(&self, il: usize, n_ctx: usize, n_batch: usize) -> usize {
-        match self.local_cache_size(n_ctx, n_batch) {
-            Some(size) if self.is_local(il) => size,
-            _ => n_ctx,
+    /// Positions a layer of `kind` attends over at most: its sliding window, or all of them.
+    pub fn window(&self, kind: LayerKind) -> Option<usize> {
+        match kind {
+            LayerKind::Global => None,
+            LayerKind::Local => self.sliding_window,
         }
     }
 }
@@ -321,7 +413,19 @@ fn per_layer_scalar(g: &Gguf, key: &str, n_layer: usize) -> Result<usize> {
 
 /// llama.cpp's `load_swa_pattern`: an array of bools, or a period n (layer il is local iff
 /// `il % n < n - 1`), defaulting to the architecture's period.
-fn swa_pattern(g: &Gguf, key: &str, n_layer: usize, default_period: usize) -> Result<Vec<bool>> {
+fn swa_pattern(
+    g: &Gguf,
+    key: &str,
+    n_layer: usize,
+    default_period: usize,
+) -> Result<Vec<LayerKind>> {
+    let kind = |local: bool| {
+        if local {
+            LayerKind::Local
+        } else {
+            LayerKind::Global
+        }
+    };
     if let Some(Value::Array(a)) = g.get(key) {
         let flags: Vec<bool> = a
             .iter()
@@ -339,10 +443,12 @@ fn swa_pattern(g: &Gguf, key: &str, n_layer: usize, default_period: usize) -> Re
                 flags.len()
             )));
         }
-        return Ok(flags[..n_layer].to_vec());
+        return Ok(flags[..n_layer].iter().map(|&l| kind(l)).collect());
     }
     let n = g
         .opt(key, Gguf::get_u32)?
         .map_or(default_period, |v| v as usize);
-    Ok((0..n_layer).map(|il| n == 0 || il % n < n - 1).collect())
+    Ok((0..n_layer)
+        .map(|il| kind(n == 0 || il % n < n - 1))
+        .collect())
 }

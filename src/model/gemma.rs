@@ -3,21 +3,32 @@
 //! per-head Q/K norms (3), the attention logit soft-cap (2), sliding-window layers and their
 //! rope base (2, 3), the final soft-cap (2).
 //!
-//! Follows llama.cpp's `src/models/gemma.cpp`, `gemma2.cpp` and `gemma3.cpp`.
+//! Follows llama.cpp's `src/models/gemma.cpp`, `gemma2.cpp` and `gemma3.cpp`, and names the
+//! intermediate tensors as its `cb()` does (`attn_norm-3`, `ffn_out-3`, `result_output`), so
+//! that a graph can be compared with llama.cpp's node by node.
 
-use super::kv_cache::{KvCache, GLOBAL, LOCAL};
+use super::kv_cache::KvCache;
 use super::weights::Weights;
-use super::{Config, Result};
-use crate::ggml::{Context, GraphId, RopeMode, Tensor, TensorId, Type};
+use super::{Config, PerKind, Result};
+use crate::ggml::{Context, Graph, GraphId, RopeMode, Tensor, TensorId, Type};
 
 /// What a batch's graph depends on: two batches of the same shape share one graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchShape {
     pub n_tokens: usize,
-    /// Cache slots attended over, per kind of layer (global, local).
-    pub n_kv: [usize; 2],
+    /// Cache slots attended over, per kind of layer.
+    pub n_kv: PerKind<usize>,
     /// Rows that go through the output head, the batch's last ones: all of them when `None`.
     pub n_out: Option<usize>,
+}
+
+/// The inputs of one kind of layer's attention.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnInputs {
+    /// Cache slot of each token (I32).
+    pub slots: TensorId,
+    /// Attention mask (F16, `n_kv` × tokens).
+    pub mask: TensorId,
 }
 
 /// The graph of one batch (in the context given to [`build`]) and the tensors to fill before
@@ -29,17 +40,15 @@ pub struct Forward {
     pub tokens: TensorId,
     /// Positions (I32).
     pub positions: TensorId,
-    /// Per kind of layer (global, local): cache slot of each token (I32) and attention mask
-    /// (F16, `n_kv` × tokens); `None` when the model has no layer of that kind.
-    pub slots: [Option<TensorId>; 2],
-    pub masks: [Option<TensorId>; 2],
+    /// Per kind of layer, `None` when the model has no layer of that kind.
+    pub attn_inputs: PerKind<Option<AttnInputs>>,
     /// Logits, vocab × outputs.
     pub logits: TensorId,
 }
 
 /// Nodes a graph of this config needs at most.
 pub fn graph_size(c: &Config) -> usize {
-    64 * c.n_layer + 64
+    64 * c.dims.n_layer + 64
 }
 
 /// Builds the graph of a batch of `shape.n_tokens` tokens attending over `shape.n_kv` cache
@@ -53,149 +62,98 @@ pub fn build<'c>(
     shape: BatchShape,
     flash_attn: bool,
 ) -> Result<Forward> {
-    let BatchShape {
-        n_tokens,
-        n_kv,
-        n_out,
-    } = shape;
+    let g = Ops { ctx, c, w };
     let mut graph = ctx.new_graph(graph_size(c))?;
-    let weight = |id: TensorId| -> Tensor<'c> { w.ctx.resolve(id) };
-    // A weight matrix times a batch of rows, on the weights' layout for that many rows.
-    let matmul = |wt: TensorId, x: Tensor<'c>| ctx.mul_mat(weight(w.for_rows(wt, x.shape()[1])), x);
-    // RMSNorm; the GGUF stores Gemma's (1 + w) already.
-    let norm = |x: Tensor<'c>, wt: TensorId| ctx.mul(ctx.rms_norm(x, c.norm_eps), weight(wt));
-    let (e, b) = (c.n_embd, n_tokens);
-    let (n_head, n_head_kv) = (c.n_head, c.n_head_kv);
-    let (dk, dv) = (c.head_dim_k, c.head_dim_v);
+    let b = shape.n_tokens;
+    let (n_head, n_head_kv) = (c.dims.n_head, c.dims.n_head_kv);
+    let dk = c.dims.head_dim_k;
 
-    let input = |ty: Type, shape: &[usize], name: &str| -> Result<Tensor<'c>> {
-        Ok(ctx.new_tensor(ty, shape, name)?.set_input())
-    };
-    let tokens = input(Type::I32, &[b], "inp_tokens")?;
-    let positions = input(Type::I32, &[b], "inp_pos")?;
-    let has_kind = |kind: usize| cache.layers.iter().any(|l| l.kind == kind);
-    let mut slots = [None, None];
-    let mut masks = [None, None];
-    for kind in [GLOBAL, LOCAL] {
-        if has_kind(kind) {
-            slots[kind] = Some(input(Type::I32, &[b], &format!("inp_slots_{kind}"))?);
-            masks[kind] = Some(input(
-                Type::F16,
-                &[n_kv[kind], b],
-                &format!("inp_mask_{kind}"),
-            )?);
+    let tokens = g.input(Type::I32, &[b], "inp_tokens")?;
+    let positions = g.input(Type::I32, &[b], "inp_pos")?;
+    let mut attn_inputs = PerKind::default();
+    for (kind, &n_kv) in shape.n_kv.iter() {
+        if cache.layers.iter().any(|l| l.kind == kind) {
+            *attn_inputs.get_mut(kind) = Some((
+                g.input(Type::I32, &[b], &format!("inp_slots_{}", kind.name()))?,
+                g.input(Type::F16, &[n_kv, b], &format!("inp_mask_{}", kind.name()))?,
+            ));
         }
     }
-
     // The rows whose logits are wanted: the batch's last `n_out`.
-    let n_out = n_out.unwrap_or(b).clamp(1, b);
-    let last_rows = |t: Tensor<'c>, n: usize| -> Tensor<'c> {
-        let [ne0, rows, ..] = t.shape();
-        if n == rows {
-            return t;
-        }
-        let stride = t.strides()[1];
-        ctx.view(t, &[ne0, n], &[stride], (rows - n) * stride)
-    };
+    let n_out = shape.n_out.unwrap_or(b).clamp(1, b);
 
     // Embedding, scaled by sqrt(hidden).
-    let mut x = ctx.scale(
-        ctx.get_rows(weight(w.token_embd), tokens),
-        (e as f32).sqrt(),
+    let embd = ctx.get_rows(g.weight(w.token_embd), tokens);
+    let mut x = g.name(
+        ctx.scale(embd, (c.dims.n_embd as f32).sqrt()),
+        "inp_scaled",
+        None,
     );
 
     for (il, lw) in w.layers.iter().enumerate() {
-        let kind = cache.layers[il].kind;
-        let (rope_base, rope_scale) = c.rope_for(il);
+        let l = Some(il);
+        let kind = c.kind(il);
+        let (rope_base, rope_scale) = (*c.rope_base.get(kind), *c.rope_scale.get(kind));
 
-        // Attention block.
-        let h = norm(x, lw.attn_norm);
-        let mut q = ctx.reshape(matmul(lw.wq, h), &[dk, n_head, b]);
-        let mut k = ctx.reshape(matmul(lw.wk, h), &[dk, n_head_kv, b]);
-        let v = matmul(lw.wv, h);
+        // Attention block: norm, Q/K/V projections, Q/K norms, rope, attention over the cache,
+        // output projection, post-norm, residual.
+        let h = g.norm(x, lw.attn_norm, "attn_norm", l);
+        let mut q = ctx.reshape(g.matmul(lw.wq, h, "Qcur", l), &[dk, n_head, b]);
+        let mut k = ctx.reshape(g.matmul(lw.wk, h, "Kcur", l), &[dk, n_head_kv, b]);
+        let v = g.matmul(lw.wv, h, "Vcur", l);
         if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
-            q = norm(q, qn);
-            k = norm(k, kn);
+            q = g.norm(q, qn, "Qcur_normed", l);
+            k = g.norm(k, kn, "Kcur_normed", l);
         }
         q = ctx.rope(q, positions, dk, RopeMode::Neox, rope_base, rope_scale);
         k = ctx.rope(k, positions, dk, RopeMode::Neox, rope_base, rope_scale);
         q = ctx.scale(q, c.query_scale);
-
-        // Store this batch's keys and values, then attend over the cache.
-        let slot_ids = slots[kind].expect("inputs exist for every kind in use");
-        let k_cache = cache.ctx.resolve(cache.layers[il].k);
-        let v_cache = cache.ctx.resolve(cache.layers[il].v);
-        graph.expand(ctx.set_rows(k_cache, ctx.reshape(k, &[dk * n_head_kv, b]), slot_ids)?);
-        graph.expand(ctx.set_rows(v_cache, v, slot_ids)?);
-        let n = n_kv[kind];
-        let head_stride =
-            |t: Tensor<'_>, d: usize| t.ty().row_bytes(d as u64).unwrap_or(0) as usize;
-        let keys = ctx.view(
-            k_cache,
-            &[dk, n, n_head_kv],
-            &[k_cache.strides()[1], head_stride(k_cache, dk)],
-            0,
-        );
-        let values = ctx.view(
-            v_cache,
-            &[dv, n, n_head_kv],
-            &[v_cache.strides()[1], head_stride(v_cache, dv)],
-            0,
-        );
-        let q = ctx.permute(q, [0, 2, 1, 3]);
-        let att = if flash_attn {
-            ctx.flash_attn_ext(
-                q,
-                keys,
-                values,
-                masks[kind],
-                1.0,
-                c.attn_softcap.unwrap_or(0.0),
-            )
-        } else {
-            // Scores (n_kv × tokens × heads); KV heads broadcast over their query heads.
-            let mut kq = ctx.mul_mat(keys, q);
-            if let Some(cap) = c.attn_softcap {
-                kq = ctx.scale(ctx.tanh(ctx.scale(kq, 1.0 / cap)), cap);
-            }
-            let kq = ctx.soft_max_ext(kq, masks[kind], 1.0);
-            let values_t = ctx.cont(ctx.permute(values, [1, 0, 2, 3]));
-            let kqv = ctx.mul_mat(values_t, kq);
-            ctx.cont(ctx.permute(kqv, [0, 2, 1, 3]))
+        let (slots, mask) = attn_inputs
+            .get(kind)
+            .expect("inputs exist for every kind in use");
+        let kv = Attention {
+            n_kv: *shape.n_kv.get(kind),
+            slots,
+            mask,
+            flash_attn,
         };
-        let mut a = matmul(lw.wo, ctx.reshape(att, &[dv * n_head, b]));
+        let att = g.attend(&mut graph, cache, il, q, k, v, &kv)?;
+        let mut a = g.matmul(lw.wo, att, "attn_out", l);
         // Past the last attention, no row depends on another: only the wanted rows go on
-        // through the last feed-forward block and the head (as llama.cpp does, at this
-        // point: the queries and attention of every row are computed as it computes them,
-        // so that the same kernels give the same numbers).
+        // through the last feed-forward block and the head (as llama.cpp does, at this point:
+        // the queries and attention of every row are computed as it computes them, so that
+        // the same kernels give the same numbers).
         if il + 1 == w.layers.len() {
-            a = last_rows(a, n_out);
-            x = last_rows(x, n_out);
+            a = last_rows(ctx, a, n_out);
+            x = last_rows(ctx, x, n_out);
         }
         if let Some(pn) = lw.post_attn_norm {
-            a = norm(a, pn);
+            a = g.norm(a, pn, "attn_post_norm", l);
         }
-        x = ctx.add(x, a);
+        x = g.name(ctx.add(x, a), "sa_out", l);
 
-        // Feed-forward block: GeGLU.
-        let h = norm(x, lw.ffn_norm);
-        let gated = ctx.geglu(matmul(lw.ffn_gate, h), matmul(lw.ffn_up, h));
-        let mut f = matmul(lw.ffn_down, gated);
+        // Feed-forward block: norm, GeGLU, post-norm, residual.
+        let h = g.norm(x, lw.ffn_norm, "ffn_norm", l);
+        let gated = ctx.geglu(
+            g.matmul(lw.ffn_gate, h, "ffn_gate", l),
+            g.matmul(lw.ffn_up, h, "ffn_up", l),
+        );
+        let mut f = g.matmul(lw.ffn_down, gated, "ffn_out", l);
         if let Some(pn) = lw.post_ffn_norm {
-            f = norm(f, pn);
+            f = g.norm(f, pn, "ffn_post_norm", l);
         }
-        x = ctx.add(x, f);
+        x = g.name(ctx.add(x, f), "l_out", l);
     }
 
     if w.layers.is_empty() {
-        x = last_rows(x, n_out);
+        x = last_rows(ctx, x, n_out);
     }
-    x = norm(x, w.output_norm);
-    let mut logits = matmul(w.output, x);
+    x = g.norm(x, w.output_norm, "result_norm", None);
+    let mut logits = g.matmul(w.output, x, "result_output", None);
     if let Some(cap) = c.final_softcap {
-        logits = ctx.scale(ctx.tanh(ctx.scale(logits, 1.0 / cap)), cap);
+        logits = g.name(soft_cap(ctx, logits, cap), "result_output", None);
     }
-    let logits = logits.set_output().set_name("logits");
+    let logits = logits.set_output();
     graph.expand(logits);
     let id = |t: Tensor<'c>| ctx.id_of(t);
     Ok(Forward {
@@ -203,8 +161,115 @@ pub fn build<'c>(
         graph: ctx.graph_id(&graph),
         tokens: id(tokens),
         positions: id(positions),
-        slots: slots.map(|t| t.map(id)),
-        masks: masks.map(|t| t.map(id)),
+        attn_inputs: attn_inputs.map(|t| {
+            t.map(|(slots, mask)| AttnInputs {
+                slots: id(slots),
+                mask: id(mask),
+            })
+        }),
         logits: id(logits),
     })
+}
+
+/// The graph's building blocks over one context, config and set of weights.
+struct Ops<'c, 'a, 'm> {
+    ctx: &'c Context<'static>,
+    c: &'a Config,
+    w: &'c Weights<'m>,
+}
+
+/// One layer's attention inputs for this batch.
+struct Attention<'c> {
+    /// Cache slots attended over.
+    n_kv: usize,
+    slots: Tensor<'c>,
+    mask: Tensor<'c>,
+    flash_attn: bool,
+}
+
+impl<'c> Ops<'c, '_, '_> {
+    fn input(&self, ty: Type, shape: &[usize], name: &str) -> Result<Tensor<'c>> {
+        Ok(self.ctx.new_tensor(ty, shape, name)?.set_input())
+    }
+
+    fn weight(&self, id: TensorId) -> Tensor<'c> {
+        self.w.ctx.resolve(id)
+    }
+
+    /// Names `t` as llama.cpp's `cb()` does: `name-il` inside layer il, `name` outside.
+    fn name(&self, t: Tensor<'c>, name: &str, il: Option<usize>) -> Tensor<'c> {
+        match il {
+            Some(il) => t.set_name(&format!("{name}-{il}")),
+            None => t.set_name(name),
+        }
+    }
+
+    /// A weight matrix times a batch of rows, on the weights' layout for that many rows.
+    fn matmul(&self, wt: TensorId, x: Tensor<'c>, name: &str, il: Option<usize>) -> Tensor<'c> {
+        let wt = self.weight(self.w.for_rows(wt, x.shape()[1]));
+        self.name(self.ctx.mul_mat(wt, x), name, il)
+    }
+
+    /// RMSNorm; the GGUF stores Gemma's (1 + w) already.
+    fn norm(&self, x: Tensor<'c>, wt: TensorId, name: &str, il: Option<usize>) -> Tensor<'c> {
+        let normed = self.ctx.rms_norm(x, self.c.norm_eps);
+        self.name(self.ctx.mul(normed, self.weight(wt)), name, il)
+    }
+
+    /// Stores this batch's keys and values in layer `il`'s cache, then attends over the
+    /// cache (llama.cpp's `build_attn`). `q`: (head_dim, heads, tokens), scaled and roped;
+    /// `k`: (head_dim, kv heads, tokens); `v`: (head_dim_v × kv heads, tokens). Returns
+    /// (head_dim_v × heads, tokens).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        graph: &mut Graph<'c>,
+        cache: &'c KvCache,
+        il: usize,
+        q: Tensor<'c>,
+        k: Tensor<'c>,
+        v: Tensor<'c>,
+        a: &Attention<'c>,
+    ) -> Result<Tensor<'c>> {
+        let (ctx, c) = (self.ctx, self.c);
+        let [dk, n_head, b, _] = q.shape();
+        for store in cache.store(ctx, il, k, v, a.slots)? {
+            graph.expand(store);
+        }
+        let (keys, values) = cache.view(ctx, il, a.n_kv);
+        let q = ctx.permute(q, [0, 2, 1, 3]);
+        let kqv = if a.flash_attn {
+            let cap = c.attn_softcap.unwrap_or(0.0);
+            ctx.flash_attn_ext(q, keys, values, Some(a.mask), 1.0, cap)
+        } else {
+            // Scores (n_kv × tokens × heads); KV heads broadcast over their query heads.
+            let mut kq = ctx.mul_mat(keys, q);
+            if let Some(cap) = c.attn_softcap {
+                kq = soft_cap(ctx, kq, cap);
+            }
+            let kq = ctx.soft_max_ext(kq, Some(a.mask), 1.0);
+            let values_t = ctx.cont(ctx.permute(values, [1, 0, 2, 3]));
+            let kqv = ctx.mul_mat(values_t, kq);
+            ctx.cont(ctx.permute(kqv, [0, 2, 1, 3]))
+        };
+        let dv = values.shape()[0];
+        debug_assert_eq!(dk, keys.shape()[0]);
+        let out = ctx.reshape(kqv, &[dv * n_head, b]);
+        Ok(self.name(out, "kqv_out", Some(il)))
+    }
+}
+
+/// cap · tanh(x / cap): Gemma 2's soft-cap of attention scores and logits.
+fn soft_cap<'c>(ctx: &'c Context<'_>, x: Tensor<'c>, cap: f32) -> Tensor<'c> {
+    ctx.scale(ctx.tanh(ctx.scale(x, 1.0 / cap)), cap)
+}
+
+/// The last `n` rows of `t` (a view, no copy).
+fn last_rows<'c>(ctx: &'c Context<'_>, t: Tensor<'c>, n: usize) -> Tensor<'c> {
+    let [ne0, rows, ..] = t.shape();
+    if n == rows {
+        return t;
+    }
+    let stride = t.strides()[1];
+    ctx.view(t, &[ne0, n], &[stride], (rows - n) * stride)
 }

@@ -1,14 +1,10 @@
 //! The KV cache: per layer, keys and values of past positions, in F16 or the type asked for
-//! (`-ctk`, `-ctv`: q8_0, q4_0, ...).
-//!
-//! Global layers keep every position of the context (slot = position). Sliding-window layers
-//! keep a ring of `window + n_batch` slots (slot = position mod ring size): a batch of n tokens
-//! overwrites only slots whose positions every query of the batch has already left behind, so
-//! they need no more. Masks are computed from the position each slot holds, which makes them
-//! right at any position past the window.
+//! (`-ctk`, `-ctv`: q8_0, q4_0, ...), laid out as [`CacheLayout`] says. Masks are computed
+//! from the position each slot holds, which makes them right at any position past the window.
 
+use super::config::{Dims, LayerKind, PerKind};
 use super::{Config, ModelError, Result};
-use crate::ggml::{Context, TensorId, Type};
+use crate::ggml::{Context, Tensor, TensorId, Type};
 
 /// Slots a batch attends over are rounded up to a multiple of this (as llama.cpp pads its
 /// `n_kv`), so that consecutive tokens have the same graph and it is built once for many.
@@ -49,6 +45,120 @@ pub const CACHE_TYPES: [Type; 8] = [
     Type::Q5_1,
 ];
 
+/// A context's size in tokens and the batch size, resolved once for a session (and for the
+/// memory plan of one): the context capped at the model's training context where that is
+/// known, the batch at the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextSize {
+    pub n_ctx: usize,
+    pub n_batch: usize,
+}
+
+impl ContextSize {
+    pub fn resolve(n_ctx: usize, n_batch: usize, n_ctx_train: usize) -> ContextSize {
+        let n_ctx = match n_ctx_train {
+            0 => n_ctx,
+            train => n_ctx.min(train),
+        }
+        .max(1);
+        ContextSize {
+            n_ctx,
+            n_batch: n_batch.clamp(1, n_ctx),
+        }
+    }
+}
+
+/// One layer's entry in the cache layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerEntry {
+    pub kind: LayerKind,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+}
+
+/// What the KV cache holds: a table of per-layer entries and the slots of each kind of layer.
+/// The one source of the cache's shape, for the cache itself and for the memory plan.
+///
+/// Global layers keep every position of the context (slot = position). Sliding-window layers
+/// keep a ring of `window + n_batch` slots (slot = position mod ring size): a batch of n
+/// tokens overwrites only slots whose positions every query of the batch has already left
+/// behind, so they need no more; with `swa_full` they keep every position too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheLayout {
+    pub size: ContextSize,
+    pub layers: Vec<LayerEntry>,
+    /// Slots of each kind of layer (0 for local layers of a model without a window).
+    pub slots: PerKind<usize>,
+    /// Positions each kind of layer attends over at most (its window), `None` for all.
+    pub window: PerKind<Option<usize>>,
+}
+
+impl CacheLayout {
+    /// The layout of a Gemma model's cache.
+    pub fn new(c: &Config, size: ContextSize, swa_full: bool) -> CacheLayout {
+        Self::build(&c.dims, &c.layer_kinds, c.sliding_window, size, swa_full)
+    }
+
+    /// The layout for a file of another architecture, from its standard keys: every layer
+    /// global (for `inspect`'s memory plan).
+    pub fn all_global(d: &Dims, size: ContextSize) -> CacheLayout {
+        Self::build(d, &vec![LayerKind::Global; d.n_layer], None, size, false)
+    }
+
+    fn build(
+        d: &Dims,
+        kinds: &[LayerKind],
+        window: Option<usize>,
+        size: ContextSize,
+        swa_full: bool,
+    ) -> CacheLayout {
+        let ring = match window {
+            Some(w) if !swa_full => (w + size.n_batch).min(size.n_ctx),
+            Some(_) => size.n_ctx,
+            None => 0,
+        };
+        CacheLayout {
+            size,
+            layers: kinds
+                .iter()
+                .map(|&kind| LayerEntry {
+                    kind,
+                    n_head_kv: d.n_head_kv,
+                    head_dim_k: d.head_dim_k,
+                    head_dim_v: d.head_dim_v,
+                })
+                .collect(),
+            slots: PerKind {
+                global: size.n_ctx,
+                local: ring,
+            },
+            window: PerKind {
+                global: None,
+                local: window,
+            },
+        }
+    }
+
+    /// Bytes of one layer's keys and values in `types`.
+    pub fn layer_bytes(&self, l: &LayerEntry, types: &CacheParams) -> u64 {
+        let head = |ty: Type, d: usize| ty.row_bytes(d as u64).unwrap_or(2 * d as u64);
+        let per_slot = l.n_head_kv as u64
+            * (head(types.type_k, l.head_dim_k) + head(types.type_v, l.head_dim_v));
+        *self.slots.get(l.kind) as u64 * per_slot
+    }
+
+    /// Bytes of the whole cache in `types`.
+    pub fn bytes(&self, types: &CacheParams) -> u64 {
+        self.layers.iter().map(|l| self.layer_bytes(l, types)).sum()
+    }
+
+    /// Whether some layer is of `kind`.
+    pub fn has(&self, kind: LayerKind) -> bool {
+        self.layers.iter().any(|l| l.kind == kind)
+    }
+}
+
 /// The slots and mask of one kind of layer (global or local) for one batch.
 pub struct KindPlan<'a> {
     /// Cache slot each token of the batch is written to.
@@ -60,7 +170,8 @@ pub struct KindPlan<'a> {
     pub mask: &'a [u16],
 }
 
-struct Kind {
+/// The slots of one kind of layer: which position each holds, and the last batch's plan.
+struct Ring {
     size: usize,
     window: Option<usize>,
     pad: usize,
@@ -74,9 +185,9 @@ struct Kind {
     n_kv: usize,
 }
 
-impl Kind {
-    fn new(size: usize, window: Option<usize>, pad: usize, max_batch: usize) -> Kind {
-        Kind {
+impl Ring {
+    fn new(size: usize, window: Option<usize>, pad: usize, max_batch: usize) -> Ring {
+        Ring {
             size,
             window,
             pad,
@@ -133,28 +244,26 @@ impl Kind {
     }
 }
 
-/// Index of a layer's kind in [`KvCache`]'s plans: 0 global, 1 sliding window.
-pub const GLOBAL: usize = 0;
-pub const LOCAL: usize = 1;
-
+/// One layer's keys and values.
 pub struct LayerCache {
     pub k: TensorId,
     pub v: TensorId,
-    pub kind: usize,
+    pub kind: LayerKind,
 }
 
 pub struct KvCache {
-    pub ctx: Context<'static>,
+    ctx: Context<'static>,
     pub layers: Vec<LayerCache>,
-    pub params: CacheParams,
-    kinds: [Kind; 2],
-    n_ctx: usize,
+    /// Each layer's key and value head lengths.
+    head_dims: Vec<(usize, usize)>,
+    /// The slots of each kind of layer the model has.
+    rings: PerKind<Option<Ring>>,
 }
 
 impl KvCache {
-    /// A cache for `n_ctx` positions, filled in batches of at most `n_batch` tokens.
-    pub fn new(c: &Config, n_ctx: usize, n_batch: usize, params: CacheParams) -> Result<KvCache> {
-        for (flag, ty) in [("-ctk", params.type_k), ("-ctv", params.type_v)] {
+    /// A cache of `layout` in `types`.
+    pub fn new(layout: &CacheLayout, types: CacheParams) -> Result<KvCache> {
+        for (flag, ty) in [("-ctk", types.type_k), ("-ctv", types.type_v)] {
             if !CACHE_TYPES.contains(&ty) {
                 return Err(ModelError::Config(format!(
                     "{flag} {ty}: the KV cache can be {}",
@@ -162,76 +271,77 @@ impl KvCache {
                 )));
             }
         }
-        let head_bytes = |ty: Type, d: usize, what: &str| {
-            ty.row_bytes(d as u64).map(|b| b as usize).ok_or_else(|| {
-                ModelError::Config(format!(
-                    "a {ty} KV cache needs the {what} head dim ({d}) to be a multiple of {}",
-                    ty.block_size()
-                ))
-            })
-        };
-        let k_head = head_bytes(params.type_k, c.head_dim_k, "key")?;
-        let v_head = head_bytes(params.type_v, c.head_dim_v, "value")?;
-        let local_size = if params.swa_full {
-            c.sliding_window.map(|_| n_ctx)
-        } else {
-            c.local_cache_size(n_ctx, n_batch)
+        for l in &layout.layers {
+            for (ty, d, what) in [
+                (types.type_k, l.head_dim_k, "key"),
+                (types.type_v, l.head_dim_v, "value"),
+            ] {
+                if ty.row_bytes(d as u64).is_none() {
+                    return Err(ModelError::Config(format!(
+                        "a {ty} KV cache needs the {what} head dim ({d}) to be a multiple of {}",
+                        ty.block_size()
+                    )));
+                }
+            }
         }
-        .unwrap_or(1);
-        let kinds = [
-            Kind::new(n_ctx, None, KV_PAD, n_batch),
-            Kind::new(local_size, c.sliding_window, KV_PAD, n_batch),
-        ];
-        let kind_of = |il: usize| if c.is_local(il) { LOCAL } else { GLOBAL };
-        let bytes: usize = (0..c.n_layer)
-            .map(|il| kinds[kind_of(il)].size * c.n_head_kv * (k_head + v_head) + 512)
-            .sum();
+        let n_batch = layout.size.n_batch;
+        let rings = PerKind::new(|kind| {
+            layout.has(kind).then(|| {
+                Ring::new(
+                    *layout.slots.get(kind),
+                    *layout.window.get(kind),
+                    KV_PAD,
+                    n_batch,
+                )
+            })
+        });
+        // Room for each tensor's descriptor and its alignment padding.
+        let per_tensor = Context::tensor_overhead() + 256;
+        let bytes = layout.bytes(&types) as usize + 2 * layout.layers.len() * per_tensor;
         // Zeroed, and resident only where written: masked slots are skipped, but never hold NaN
         // bit patterns either.
-        let ctx = Context::new_zeroed(bytes + 2 * c.n_layer * Context::tensor_overhead())?;
-        let k_row = c.n_head_kv * c.head_dim_k;
-        let v_row = c.n_head_kv * c.head_dim_v;
-        let mut layers = Vec::with_capacity(c.n_layer);
-        for il in 0..c.n_layer {
-            let kind = kind_of(il);
-            let size = kinds[kind].size;
-            let k = ctx.new_tensor(params.type_k, &[k_row, size], &format!("cache_k_l{il}"))?;
-            let v = ctx.new_tensor(params.type_v, &[v_row, size], &format!("cache_v_l{il}"))?;
+        let ctx = Context::new_zeroed(bytes)?;
+        let mut layers = Vec::with_capacity(layout.layers.len());
+        for (il, l) in layout.layers.iter().enumerate() {
+            let slots = *layout.slots.get(l.kind);
+            let (k_row, v_row) = (l.n_head_kv * l.head_dim_k, l.n_head_kv * l.head_dim_v);
+            let k = ctx.new_tensor(types.type_k, &[k_row, slots], &format!("cache_k_l{il}"))?;
+            let v = ctx.new_tensor(types.type_v, &[v_row, slots], &format!("cache_v_l{il}"))?;
             layers.push(LayerCache {
                 k: ctx.id_of(k),
                 v: ctx.id_of(v),
-                kind,
+                kind: l.kind,
             });
         }
         Ok(KvCache {
             ctx,
             layers,
-            params,
-            kinds,
-            n_ctx,
+            head_dims: layout
+                .layers
+                .iter()
+                .map(|l| (l.head_dim_k, l.head_dim_v))
+                .collect(),
+            rings,
         })
     }
 
-    pub fn n_ctx(&self) -> usize {
-        self.n_ctx
-    }
-
-    /// Slots of each kind of layer (global, local); a batch attends over at most these.
-    pub fn sizes(&self) -> [usize; 2] {
-        [self.kinds[GLOBAL].size, self.kinds[LOCAL].size]
-    }
-
-    /// Assigns slots to `positions` and builds the masks of both kinds of layer, read back by
+    /// Assigns slots to `positions` and builds the masks of each kind of layer, read back by
     /// [`KvCache::plans`]. Allocates nothing once the buffers have grown to the largest batch.
     pub fn plan(&mut self, positions: &[i32]) {
-        for k in &mut self.kinds {
-            k.plan(positions);
+        for ring in [&mut self.rings.global, &mut self.rings.local]
+            .into_iter()
+            .flatten()
+        {
+            ring.plan(positions);
         }
     }
 
-    /// The last [`KvCache::plan`] of each kind of layer.
-    pub fn plans(&self) -> [KindPlan<'_>; 2] {
-        [self.kinds[GLOBAL].view(), self.kinds[LOCAL].view()]
+    /// The last [`KvCache::plan`] of each kind of layer the model has.
+    pub fn plans(&self) -> PerKind<Option<KindPlan<'_>>> {
+        PerKind {
+            global: self.rings.global.as_ref().map(Ring::view),
+            local: self.rings.local.as_ref().map(Ring::view),
+        }
     }
 
     /// Forgets every position (a new conversation).
@@ -241,9 +351,54 @@ impl KvCache {
 
     /// Forgets positions from `pos` on (e.g. to re-evaluate the end of a conversation).
     pub fn truncate(&mut self, pos: usize) {
-        for k in &mut self.kinds {
-            k.forget_from(pos as i64);
+        for ring in [&mut self.rings.global, &mut self.rings.local]
+            .into_iter()
+            .flatten()
+        {
+            ring.forget_from(pos as i64);
         }
+    }
+
+    /// The graph ops that write a batch's keys `k` (head_dim, kv heads, tokens) and values `v`
+    /// (head_dim_v × kv heads, tokens) into layer `il`'s slots `slots` (I32, one per token),
+    /// converting them to the cache's types. Add them to the graph before the attention.
+    pub fn store<'c>(
+        &'c self,
+        ctx: &'c Context<'_>,
+        il: usize,
+        k: Tensor<'c>,
+        v: Tensor<'c>,
+        slots: Tensor<'c>,
+    ) -> Result<[Tensor<'c>; 2]> {
+        let (k_cache, v_cache) = self.tensors(il);
+        let [dk, n_head_kv, b, _] = k.shape();
+        Ok([
+            ctx.set_rows(k_cache, ctx.reshape(k, &[dk * n_head_kv, b]), slots)?,
+            ctx.set_rows(v_cache, v, slots)?,
+        ])
+    }
+
+    /// Layer `il`'s keys (head_dim, `n_kv` slots, kv heads) and values (head_dim_v, `n_kv`,
+    /// kv heads): views of the first `n_kv` slots, heads apart by their row bytes.
+    pub fn view<'c>(
+        &'c self,
+        ctx: &'c Context<'_>,
+        il: usize,
+        n_kv: usize,
+    ) -> (Tensor<'c>, Tensor<'c>) {
+        let (k_cache, v_cache) = self.tensors(il);
+        let (dk, dv) = (self.head_dims[il].0, self.head_dims[il].1);
+        let heads = |t: Tensor<'c>, d: usize| {
+            let row = t.strides()[1];
+            let head = row / (t.shape()[0] / d);
+            ctx.view(t, &[d, n_kv, t.shape()[0] / d], &[row, head], 0)
+        };
+        (heads(k_cache, dk), heads(v_cache, dv))
+    }
+
+    fn tensors(&self, il: usize) -> (Tensor<'_>, Tensor<'_>) {
+        let l = &self.layers[il];
+        (self.ctx.resolve(l.k), self.ctx.resolve(l.v))
     }
 
     /// Bytes held by the cache tensors.
@@ -259,7 +414,7 @@ impl KvCache {
 mod tests {
     use super::*;
 
-    fn visible(k: &Kind, row: usize) -> Vec<usize> {
+    fn visible(k: &Ring, row: usize) -> Vec<usize> {
         let n = k.n_kv;
         (0..n)
             .filter(|&s| k.mask[row * n + s] == F16_ZERO)
@@ -268,7 +423,7 @@ mod tests {
 
     #[test]
     fn global_mask_is_causal() {
-        let mut k = Kind::new(8, None, 1, 4);
+        let mut k = Ring::new(8, None, 1, 4);
         k.plan(&[0, 1, 2]);
         assert_eq!(k.slots, vec![0, 1, 2]);
         assert_eq!(k.n_kv, 3);
@@ -280,7 +435,7 @@ mod tests {
 
     #[test]
     fn padded_slots_are_masked() {
-        let mut k = Kind::new(10, None, 4, 4);
+        let mut k = Ring::new(10, None, 4, 4);
         k.plan(&[0, 1, 2, 3, 4]);
         assert_eq!(k.n_kv, 8);
         assert_eq!(visible(&k, 4), vec![0, 1, 2, 3, 4]);
@@ -293,7 +448,7 @@ mod tests {
     #[test]
     fn ring_keeps_the_window_past_its_size() {
         // Window 3, ring of 5 slots (window + batch of 2), fed far past the window.
-        let mut k = Kind::new(5, Some(3), 1, 2);
+        let mut k = Ring::new(5, Some(3), 1, 2);
         for p in 0..20 {
             k.plan(&[p]);
         }
@@ -308,7 +463,7 @@ mod tests {
 
     #[test]
     fn truncate_frees_the_end() {
-        let mut k = Kind::new(16, None, 1, 8);
+        let mut k = Ring::new(16, None, 1, 8);
         k.plan(&[0, 1, 2, 3, 4, 5]);
         k.forget_from(2);
         k.plan(&[2]);

@@ -1,99 +1,19 @@
 //! The memory plan: what the weights, the KV cache and the compute buffers will take, next to
 //! what the machine has available.
 
-use super::kv_cache::CacheParams;
-use super::Config;
-use crate::gguf::Gguf;
+use super::config::Dims;
+use super::kv_cache::{CacheLayout, CacheParams};
 
-/// The dimensions the plan needs. Read from a validated [`Config`] for the models gemlet runs,
-/// or from the standard metadata keys of any other architecture (for `inspect`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanDims {
-    pub n_layer: usize,
-    pub n_embd: usize,
-    pub n_ff: usize,
-    pub n_head: usize,
-    pub n_head_kv: usize,
-    pub head_dim_k: usize,
-    pub head_dim_v: usize,
-    pub n_vocab: usize,
-    pub n_ctx_train: usize,
-    /// Positions each layer keeps at most (its sliding window), `None` for global layers.
-    pub layer_window: Vec<Option<usize>>,
-}
-
-impl PlanDims {
-    pub fn from_config(c: &Config) -> PlanDims {
-        PlanDims {
-            n_layer: c.n_layer,
-            n_embd: c.n_embd,
-            n_ff: c.n_ff,
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim_k: c.head_dim_k,
-            head_dim_v: c.head_dim_v,
-            n_vocab: c.n_vocab,
-            n_ctx_train: c.n_ctx_train,
-            layer_window: (0..c.n_layer)
-                .map(|il| c.sliding_window.filter(|_| c.is_local(il)))
-                .collect(),
-        }
-    }
-
-    /// Dimensions from `{arch}.*` keys of any architecture (llama.cpp's key names), with
-    /// llama.cpp's defaults; `None` when the basic keys are missing.
-    pub fn from_metadata(g: &Gguf) -> Option<PlanDims> {
-        let arch = g.architecture().ok()?;
-        let u = |k: &str| g.get_u32(&format!("{arch}.{k}")).ok().map(|v| v as usize);
-        let n_layer = u("block_count")?;
-        let n_embd = u("embedding_length")?;
-        let n_head = u("attention.head_count").filter(|&h| h > 0)?;
-        let n_vocab = g
-            .tensor("token_embd.weight")
-            .and_then(|t| t.dims.get(1).copied())
-            .map(|v| v as usize)
-            .or_else(|| g.get_array("tokenizer.ggml.tokens").ok().map(|a| a.len()))?;
-        Some(PlanDims {
-            n_layer,
-            n_embd,
-            n_ff: u("feed_forward_length").unwrap_or(4 * n_embd),
-            n_head,
-            n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
-            head_dim_k: u("attention.key_length").unwrap_or(n_embd / n_head),
-            head_dim_v: u("attention.value_length").unwrap_or(n_embd / n_head),
-            n_vocab,
-            n_ctx_train: u("context_length").unwrap_or(0),
-            layer_window: vec![None; n_layer],
-        })
-    }
-
-    /// K and V cache bytes for `n_ctx` positions filled in batches of `n_batch`, in the cache's
-    /// types; local layers keep their window plus one batch (unless `swa_full`).
-    pub fn kv_cache_bytes(&self, n_ctx: usize, n_batch: usize, cache: &CacheParams) -> u64 {
-        let head = |ty: crate::ggml::Type, d: usize| ty.row_bytes(d as u64).unwrap_or(2 * d as u64);
-        let per_pos = self.n_head_kv as u64
-            * (head(cache.type_k, self.head_dim_k) + head(cache.type_v, self.head_dim_v));
-        self.layer_window
-            .iter()
-            .map(|w| match w {
-                Some(w) if !cache.swa_full => (w + n_batch).min(n_ctx),
-                _ => n_ctx,
-            } as u64
-                * per_pos)
-            .sum()
-    }
-
-    /// An estimate of the compute buffers for a batch of `n_batch` tokens: the activations that
-    /// are alive at once inside one block (residual, normed input, Q/K/V, attention output, the
-    /// three FFN intermediates) in f32, plus one row of logits. Buffers are reused from block to
-    /// block, so this does not grow with depth; flash attention keeps the scores per thread.
-    pub fn compute_bytes(&self, n_batch: usize) -> u64 {
-        let q = self.n_head * self.head_dim_k;
-        let kv = self.n_head_kv * (self.head_dim_k + self.head_dim_v);
-        let attn_out = self.n_head * self.head_dim_v;
-        let per_token = 3 * self.n_embd + q + kv + attn_out + 3 * self.n_ff;
-        (4 * n_batch * per_token + 4 * self.n_vocab) as u64
-    }
+/// An estimate of the compute buffers for a batch of `n_batch` tokens: the activations that
+/// are alive at once inside one block (residual, normed input, Q/K/V, attention output, the
+/// three FFN intermediates) in f32, plus one row of logits. Buffers are reused from block to
+/// block, so this does not grow with depth; flash attention keeps the scores per thread.
+fn compute_bytes(d: &Dims, n_batch: usize) -> u64 {
+    let q = d.n_head * d.head_dim_k;
+    let kv = d.n_head_kv * (d.head_dim_k + d.head_dim_v);
+    let attn_out = d.n_head * d.head_dim_v;
+    let per_token = 3 * d.n_embd + q + kv + attn_out + 3 * d.n_ff;
+    (4 * n_batch * per_token + 4 * d.n_vocab) as u64
 }
 
 /// Memory one session of a model will take.
@@ -114,23 +34,16 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    /// A plan for a context of `n_ctx` (capped at the model's training context) with a KV
-    /// cache of `cache`'s types and batches of `n_batch`.
+    /// A plan for a model of `dims` with a KV cache of `layout` in `cache`'s types.
     pub fn new(
-        dims: &PlanDims,
+        dims: &Dims,
+        layout: &CacheLayout,
         weights_bytes: u64,
-        n_ctx: usize,
-        n_batch: usize,
         cache: CacheParams,
     ) -> MemoryPlan {
-        let context = if dims.n_ctx_train > 0 {
-            n_ctx.min(dims.n_ctx_train)
-        } else {
-            n_ctx
-        };
-        let batch = n_batch.min(context).max(1);
-        let kv_cache_bytes = dims.kv_cache_bytes(context, batch, &cache);
-        let compute_bytes = dims.compute_bytes(batch);
+        let (context, batch) = (layout.size.n_ctx, layout.size.n_batch);
+        let kv_cache_bytes = layout.bytes(&cache);
+        let compute_bytes = compute_bytes(dims, batch);
         MemoryPlan {
             context,
             batch,
@@ -226,9 +139,11 @@ fn meminfo_available() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::{LayerKind, PerKind};
+    use crate::model::kv_cache::{ContextSize, LayerEntry};
 
-    fn gemma3_270m() -> PlanDims {
-        PlanDims {
+    fn gemma3_270m() -> Dims {
+        Dims {
             n_layer: 18,
             n_embd: 640,
             n_ff: 2048,
@@ -238,31 +153,58 @@ mod tests {
             head_dim_v: 256,
             n_vocab: 262_144,
             n_ctx_train: 32_768,
-            layer_window: (0..18).map(|il| (il % 6 < 5).then_some(512)).collect(),
+        }
+    }
+
+    /// The 270M's layout, built here by hand: 5 local layers of window 512 for each global one.
+    fn layout(n_ctx: usize, n_batch: usize, swa_full: bool) -> CacheLayout {
+        let size = ContextSize::resolve(n_ctx, n_batch, 32_768);
+        let ring = if swa_full {
+            size.n_ctx
+        } else {
+            (512 + size.n_batch).min(size.n_ctx)
+        };
+        CacheLayout {
+            size,
+            layers: (0..18)
+                .map(|il| LayerEntry {
+                    kind: if il % 6 < 5 {
+                        LayerKind::Local
+                    } else {
+                        LayerKind::Global
+                    },
+                    n_head_kv: 1,
+                    head_dim_k: 256,
+                    head_dim_v: 256,
+                })
+                .collect(),
+            slots: PerKind {
+                global: size.n_ctx,
+                local: ring,
+            },
+            window: PerKind {
+                global: None,
+                local: Some(512),
+            },
         }
     }
 
     #[test]
     fn kv_cache_keeps_only_the_window_on_local_layers() {
-        let d = gemma3_270m();
         // 3 global layers x 4096 positions + 15 local layers x (512 + batch 512), 1 KV head x
         // (256 + 256) x 2 B.
         let per_pos = 1024;
         let f16 = CacheParams::default();
         assert_eq!(
-            d.kv_cache_bytes(4096, 512, &f16),
+            layout(4096, 512, false).bytes(&f16),
             (3 * 4096 + 15 * 1024) * per_pos
         );
         assert_eq!(
-            d.kv_cache_bytes(4096, 1, &f16),
+            layout(4096, 1, false).bytes(&f16),
             (3 * 4096 + 15 * 513) * per_pos
         );
-        assert_eq!(d.kv_cache_bytes(100, 512, &f16), 18 * 100 * per_pos);
-        let full = CacheParams {
-            swa_full: true,
-            ..f16
-        };
-        assert_eq!(d.kv_cache_bytes(4096, 512, &full), 18 * 4096 * per_pos);
+        assert_eq!(layout(100, 512, false).bytes(&f16), 18 * 100 * per_pos);
+        assert_eq!(layout(4096, 512, true).bytes(&f16), 18 * 4096 * per_pos);
         // q8_0: 34 bytes per 32 values, q4_0: 18.
         let q = CacheParams {
             type_k: crate::ggml::Type::Q8_0,
@@ -270,7 +212,7 @@ mod tests {
             swa_full: false,
         };
         assert_eq!(
-            d.kv_cache_bytes(4096, 512, &q),
+            layout(4096, 512, false).bytes(&q),
             (3 * 4096 + 15 * 1024) * (8 * 34 + 8 * 18)
         );
     }
@@ -287,7 +229,8 @@ mod tests {
 
     #[test]
     fn plan_caps_context_and_adds_up() {
-        let p = MemoryPlan::new(&gemma3_270m(), 1000, 1 << 20, 512, CacheParams::default());
+        let l = layout(1 << 20, 512, false);
+        let p = MemoryPlan::new(&gemma3_270m(), &l, 1000, CacheParams::default());
         assert_eq!(p.context, 32_768);
         assert_eq!(p.total_bytes, 1000 + p.kv_cache_bytes + p.compute_bytes);
         let with = p.clone().with_repack_copies(300);

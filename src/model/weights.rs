@@ -91,12 +91,12 @@ impl<'m> Weights<'m> {
         // Room for a second descriptor of every tensor (batch copies), and one more for a
         // tied output head that gets its own (repacked) one.
         let ctx = Context::metadata_only(2 * g.tensors().len() + 2, 0)?;
-        let (e, f) = (c.n_embd as u64, c.n_ff as u64);
-        let q = (c.n_head * c.head_dim_k) as u64;
-        let k = (c.n_head_kv * c.head_dim_k) as u64;
-        let v = (c.n_head_kv * c.head_dim_v) as u64;
-        let o = (c.n_head * c.head_dim_v) as u64;
-        let dk = c.head_dim_k as u64;
+        let (e, f) = (c.dims.n_embd as u64, c.dims.n_ff as u64);
+        let q = (c.dims.n_head * c.dims.head_dim_k) as u64;
+        let k = (c.dims.n_head_kv * c.dims.head_dim_k) as u64;
+        let v = (c.dims.n_head_kv * c.dims.head_dim_v) as u64;
+        let o = (c.dims.n_head * c.dims.head_dim_v) as u64;
+        let dk = c.dims.head_dim_k as u64;
         let bind = |name: &str, dims: &[u64]| -> Result<TensorId> {
             let info = g
                 .tensor(name)
@@ -115,7 +115,7 @@ impl<'m> Weights<'m> {
             present.then(|| bind(name, dims)).transpose()
         };
 
-        let token_embd = bind("token_embd.weight", &[e, c.n_vocab as u64])?;
+        let token_embd = bind("token_embd.weight", &[e, c.dims.n_vocab as u64])?;
         let output_norm = bind("output_norm.weight", &[e])?;
         let output = if c.tied_output && own_head {
             // A second descriptor over the same bytes, as llama.cpp's duplicated tensor: the
@@ -131,10 +131,10 @@ impl<'m> Weights<'m> {
         } else if c.tied_output {
             token_embd
         } else {
-            bind("output.weight", &[e, c.n_vocab as u64])?
+            bind("output.weight", &[e, c.dims.n_vocab as u64])?
         };
-        let mut layers = Vec::with_capacity(c.n_layer);
-        for il in 0..c.n_layer {
+        let mut layers = Vec::with_capacity(c.dims.n_layer);
+        for il in 0..c.dims.n_layer {
             let n = |t: &str| format!("blk.{il}.{t}.weight");
             layers.push(LayerWeights {
                 attn_norm: bind(&n("attn_norm"), &[e])?,
