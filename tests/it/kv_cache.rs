@@ -20,7 +20,7 @@
 //! (measured: 0.83, 0.17, 98%); q4_0 within 4.0, mean 0.8, argmax at 75% (measured: 2.4, 0.54,
 //! 82%).
 
-mod common;
+use crate::common;
 
 use gemlet::ggml::Type;
 use gemlet::model::kv_cache::CacheParams;
@@ -88,7 +88,7 @@ fn ring_cache_equals_full_cache_past_the_window() {
     ] {
         let model = tiny(name);
         assert!(model.config().sliding_window.is_some(), "{name}");
-        let t = tokens(100, model.config().n_vocab);
+        let t = tokens(100, model.config().dims.n_vocab);
         for n_batch in [1, 3, 16] {
             let base = SessionParams {
                 n_ctx: 128,
@@ -122,7 +122,7 @@ fn ring_cache_equals_full_cache_on_the_real_model() {
     let _one = common::exclusive();
     let model = Model::load(common::real_model()).unwrap();
     let window = model.config().sliding_window.unwrap();
-    let n_vocab = model.config().n_vocab;
+    let n_vocab = model.config().dims.n_vocab;
     // The fixtures' 601-token prompt, in batches of 64: 89 positions past the 512 window, and
     // the ring (512 + 64 slots) wraps.
     let text = std::fs::read_to_string(common::fixture("gemma3-270m-greedy.jsonl")).unwrap();
@@ -185,7 +185,7 @@ fn compare(want: &[f32], got: &[f32], n_vocab: usize) -> (f32, f32, f32) {
 fn quantized_caches_stay_close_to_f16() {
     let _one = common::exclusive();
     let model = Model::load(common::real_model()).unwrap();
-    let n_vocab = model.config().n_vocab;
+    let n_vocab = model.config().dims.n_vocab;
     let text = "The history of the lighthouse is, in many ways, the history of coastal trade \
                 itself. Long before electric lamps and rotating lenses, sailors relied on fires \
                 lit on hilltops and on towers built by harbor towns that wanted merchants to \
@@ -233,7 +233,7 @@ fn attention_without_flash_attention_agrees() {
         "tiny-gemma3-f32.gguf",
     ] {
         let model = tiny(name);
-        let t = tokens(40, model.config().n_vocab);
+        let t = tokens(40, model.config().dims.n_vocab);
         let on = SessionParams {
             n_ctx: 64,
             n_threads: 1,

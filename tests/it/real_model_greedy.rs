@@ -23,7 +23,7 @@
 //! the strong guarantee comes from the same-kernels test, whose reference is made on the CPU
 //! the test runs on (scripts/llama-ref/same-cpu-ref.sh): there logits agree to float rounding.
 
-mod common;
+use crate::common;
 
 use gemlet::model::weights::Repack;
 use gemlet::model::Model;

@@ -1,7 +1,7 @@
 //! Model files that are valid GGUF but not a runnable model: each gives a clear error naming
 //! the tensor or key, from the library and as a non-zero exit from the command line.
 
-mod common;
+use crate::common;
 
 use gemlet::gguf::{Gguf, GgufWriter, Value};
 use gemlet::model::Model;

@@ -1,7 +1,7 @@
 //! Conversations through the library: templates, what each turn evaluates, context overflow,
 //! interrupted replies. Mechanics on a tiny model; templates and turn costs on the real one.
 
-mod common;
+use crate::common;
 
 use gemlet::chat::{Chat, ChatError, ChatTemplate, Message, Overflow, Role, TurnStats};
 use gemlet::model::Model;

@@ -19,7 +19,7 @@
 //!
 //! Always: the same argmax at ≥ 31 of 32 positions.
 
-mod common;
+use crate::common;
 
 use gemlet::model::weights::Repack;
 use gemlet::model::Model;
@@ -144,7 +144,7 @@ fn batch_logits(repack: Repack) {
         let name = path.file_name().unwrap().to_str().unwrap();
         let r = reference(&path);
         let model = Model::load(&path).unwrap();
-        let n_vocab = model.config().n_vocab;
+        let n_vocab = model.config().dims.n_vocab;
         let mut s = Session::new(&model, SessionParams { repack, ..params() }).unwrap();
         if repack != Repack::Off && common::repacks_q4() {
             let repackable = name.contains("q4_0") || name.contains("q4_k");

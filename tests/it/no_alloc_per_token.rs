@@ -5,45 +5,12 @@
 //! buffers are allocated once, at session start and when a graph is built). Choosing the token
 //! allocates nothing either, once the sampler's buffer has grown to the vocabulary.
 
-mod common;
+use crate::common;
 
+use crate::alloc_probe::allocations;
 use gemlet::model::Model;
 use gemlet::sampling::{Sampler, SamplerParams, SplitMix64};
 use gemlet::session::{Session, SessionParams};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-struct Counting;
-
-thread_local! {
-    // Per thread: the test harness runs other tests on other threads meanwhile.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count() {
-    ALLOCATIONS.with(|c| c.set(c.get() + 1));
-}
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn generating_a_token_allocates_nothing() {

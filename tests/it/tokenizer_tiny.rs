@@ -2,7 +2,7 @@
 //! each tests/fixtures/tiny/*.logits.json (`tokenize`: byte fallback, words built by merges,
 //! newlines, a chat turn with special tokens).
 
-mod common;
+use crate::common;
 
 use gemlet::gguf::Gguf;
 use gemlet::tokenizer::Tokenizer;

@@ -4,7 +4,7 @@
 //! the memory plan. (That the logits are llama.cpp's with repacking is
 //! tests/real_model_greedy.rs and tests/tiny_models.rs.)
 
-mod common;
+use crate::common;
 
 use gemlet::gguf::OpenOptions;
 use gemlet::model::weights::{Repack, Weights};
@@ -49,6 +49,9 @@ fn params(repack: Repack) -> SessionParams {
 /// +54 MiB). The bound is a quarter of the repacked bytes.
 #[test]
 fn repacking_gives_back_the_mapped_pages_it_replaces() {
+    if common::rerun_alone("repack::repacking_gives_back_the_mapped_pages_it_replaces") {
+        return;
+    }
     check(OpenOptions::default());
 }
 
@@ -56,6 +59,9 @@ fn repacking_gives_back_the_mapped_pages_it_replaces() {
 /// them: the same bound, and a second session repacks from them again to the same logits.
 #[test]
 fn no_mmap_repacking_gives_back_the_memory_it_replaces() {
+    if common::rerun_alone("repack::no_mmap_repacking_gives_back_the_memory_it_replaces") {
+        return;
+    }
     check(OpenOptions {
         mmap: false,
         ..OpenOptions::default()

@@ -4,7 +4,7 @@
 //! llama.cpp's own figure by 0.7%, and the firmest check of the whole forward pass is that no
 //! systematic error accumulates over 5,865 scored tokens.
 
-mod common;
+use crate::common;
 
 use gemlet::model::Model;
 use gemlet::perplexity::perplexity;

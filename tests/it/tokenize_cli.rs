@@ -1,6 +1,6 @@
 //! `gemlet tokenize` as a user runs it: llama-tokenize's flags, and --jsonl for corpora.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

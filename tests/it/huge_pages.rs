@@ -1,5 +1,5 @@
 //! The weights' memory on transparent huge pages. A file just written sits in the page cache in
-//! 4 KiB folios; `Gguf::open` must bring it onto 2 MiB pages (re-reading it once) wherever this
+//! 4 KiB folios; `Gguf::fault_in` (a model loaded to run) must bring it onto 2 MiB pages (re-reading it once) wherever this
 //! kernel gives a file map huge pages at all, and its bytes must come back unchanged.
 //!
 //! Whether the kernel can is probed here independently of gemlet's code: a second file, dropped
@@ -127,9 +127,11 @@ fn a_fresh_file_comes_onto_huge_pages_unchanged() {
     let before = map_and_touch(&path, false);
 
     let g = Gguf::open(&path).unwrap();
+    assert!(g.huge_pages().is_none(), "opening faults in no tensor data");
+    let hp = g.fault_in().expect("huge pages are measured on Linux");
+    assert_eq!(g.huge_pages(), Some(hp));
     let t = g.tensor("blob").unwrap();
     assert!(g.tensor_data(t) == data.as_slice(), "the bytes changed");
-    let hp = g.huge_pages().expect("huge pages are measured on Linux");
     eprintln!("kernel probe {can} B; small-folio cache maps {before} B huge; first open {hp:?}");
     assert!(hp.possible >= 12 << 20, "{hp:?}");
     // The figure must be the kernel's own, whatever it is.
@@ -151,7 +153,7 @@ fn a_fresh_file_comes_onto_huge_pages_unchanged() {
 
     // The cache now holds big folios: the next open finds them and reads nothing again.
     let g = Gguf::open(&path).unwrap();
-    let hp2 = g.huge_pages().unwrap();
+    let hp2 = g.fault_in().unwrap();
     assert!(!hp2.refaulted, "{hp2:?}");
     assert!(hp2.bytes >= hp2.possible * 3 / 4, "{hp2:?}");
     assert!(g.tensor_data(g.tensor("blob").unwrap()) == data.as_slice());

@@ -1,7 +1,7 @@
 //! `gemlet bundle`: one executable with a model inside, which chats without -m and which
 //! `inspect` reads like a plain GGUF.
 
-mod common;
+use crate::common;
 
 #[test]
 fn a_bundle_runs_the_model_inside_it() {

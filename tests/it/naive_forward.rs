@@ -9,7 +9,7 @@
 //! with mean 0.04 for quantized ones (where a flipped activation rounding step propagates),
 //! the tolerances tests/fixtures/tiny/README.md derives from llama.cpp's own variation.
 
-mod common;
+use crate::common;
 
 use gemlet::ggml::Type;
 use gemlet::gguf::Gguf;

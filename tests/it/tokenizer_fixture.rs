@@ -3,7 +3,7 @@
 //! with special-token parsing (`ids`), without (`ids_no_special`), and the decoded text. Every
 //! line must match exactly: a mismatch is a bug, not a tolerance.
 
-mod common;
+use crate::common;
 
 use gemlet::gguf::Gguf;
 use gemlet::tokenizer::Tokenizer;

@@ -2,7 +2,7 @@
 //! memory plan's refusal and `--force`, and `gemlet bench`'s output forms, on a tiny model
 //! through the command line.
 
-mod common;
+use crate::common;
 
 use gemlet::gguf::{Gguf, OpenOptions};
 use std::process::Command;
@@ -64,6 +64,9 @@ fn no_mmap_mlock_and_no_warmup_give_the_same_tokens() {
 /// back when the model is dropped.
 #[test]
 fn mlock_locks_the_file_s_pages() {
+    if common::rerun_alone("load_options::mlock_locks_the_file_s_pages") {
+        return;
+    }
     let vm_lck = || {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         status

@@ -1,42 +1,17 @@
 //! Crafted and corrupt GGUF files: each must give an error that names what is wrong, never a
 //! panic, and never an allocation larger than the file itself.
 
+use crate::alloc_probe;
 use gemlet::gguf::{Gguf, GgufError};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-/// Records the largest single allocation made by the current thread.
-struct Tracking;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|m| m.set(m.get().max(layout.size())));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LARGEST.try_with(|m| m.set(m.get().max(new_size)));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Tracking = Tracking;
 
 /// Parses `bytes`, asserting no allocation exceeded the file's size (plus a small constant
 /// for fixed-size bookkeeping), and returns the error message.
 fn parse_err(bytes: Vec<u8>) -> String {
     let len = bytes.len();
     let input = bytes.clone();
-    LARGEST.with(|m| m.set(0));
+    alloc_probe::reset_largest();
     let result = Gguf::from_bytes(input);
-    let largest = LARGEST.with(|m| m.get());
+    let largest = alloc_probe::largest();
     assert!(
         largest <= len.max(1024),
         "allocated {largest} bytes for a {len}-byte file"

@@ -2,7 +2,7 @@
 //! reader (gguf-py 0.19.0, recorded in tests/fixtures/gemma3-270m.gguf-py.json by
 //! scripts/gguf-py-census.py) sees in it.
 
-mod common;
+use crate::common;
 
 use gemlet::gguf::Gguf;
 use gemlet::model::{Census, Config};
@@ -102,15 +102,28 @@ fn tensor_table_and_counts_match_gguf_py() {
 fn config_reads_the_published_hyperparameters() {
     let g = Gguf::open(common::real_model()).unwrap();
     let c = Config::from_gguf(&g).unwrap();
-    assert_eq!((c.n_layer, c.n_embd, c.n_ff), (18, 640, 2048));
     assert_eq!(
-        (c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v),
+        (c.dims.n_layer, c.dims.n_embd, c.dims.n_ff),
+        (18, 640, 2048)
+    );
+    assert_eq!(
+        (
+            c.dims.n_head,
+            c.dims.n_head_kv,
+            c.dims.head_dim_k,
+            c.dims.head_dim_v
+        ),
         (4, 1, 256, 256)
     );
-    assert_eq!((c.n_vocab, c.n_ctx_train), (262_144, 32_768));
+    assert_eq!((c.dims.n_vocab, c.dims.n_ctx_train), (262_144, 32_768));
     assert_eq!(c.sliding_window, Some(512));
-    assert_eq!((c.rope_base, c.rope_base_local), (1_000_000.0, 10_000.0));
-    let global: Vec<usize> = (0..18).filter(|&il| !c.is_local(il)).collect();
+    assert_eq!(
+        (c.rope_base.global, c.rope_base.local),
+        (1_000_000.0, 10_000.0)
+    );
+    let global: Vec<usize> = (0..18)
+        .filter(|&il| c.kind(il) == gemlet::model::LayerKind::Global)
+        .collect();
     assert_eq!(global, vec![5, 11, 17]);
     assert_eq!(c.query_scale, 1.0 / 16.0);
     assert!(c.tied_output && c.qk_norm && c.post_norms);

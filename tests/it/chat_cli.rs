@@ -2,7 +2,7 @@
 //! pseudo-terminal (streamed replies, a second turn, Ctrl-C mid-reply, /clear, /exit), on the
 //! real model, greedy so the replies are known.
 
-mod common;
+use crate::common;
 
 use gemlet::chat::{Chat, ChatTemplate, Overflow};
 use gemlet::model::Model;

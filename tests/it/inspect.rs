@@ -4,7 +4,7 @@
 //!
 //! Configs and tensor names follow ../shared/tools/make_shape_gguf.py (llama.cpp's converter).
 
-mod common;
+use crate::common;
 
 use gemlet::ggml::Type;
 use gemlet::gguf::{Gguf, GgufWriter, Value};
@@ -91,6 +91,13 @@ const LLAMA2_70B: Shape = Shape {
     vocab: 32_000,
     tied: false,
     ctx: 4096,
+};
+
+/// Llama 2 70B's layers, 210 of them: a 101 GB file.
+const HUGE_FILE: Shape = Shape {
+    name: "huge-101g",
+    layers: 210,
+    ..LLAMA2_70B
 };
 
 /// Writes `s` as a shape-only Q4_0 GGUF (norms F32) and returns its path.
@@ -241,6 +248,58 @@ fn parameter_counts_users_quote() {
             assert_eq!(j["hyperparameters"]["block_count"], shape.layers);
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Resident bytes of the mapping that holds `addr`, from /proc/self/smaps.
+fn resident_bytes_of_map_at(addr: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split(' ').next().unwrap_or("");
+        if let Some((a, b)) = range.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                return kb
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+                    * 1024;
+            }
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+/// Opening a file reads its header, metadata and tensor table, never its tensor data: `inspect`
+/// of a 101 GB file (sparse: only the header is on disk) leaves a few pages of its map
+/// resident and answers at once.
+#[test]
+fn opening_a_101_gb_file_reads_only_its_header() {
+    let dir = common::scratch("huge-file");
+    let path = write_shape(&HUGE_FILE, &dir);
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len > 100_000_000_000, "{len}");
+    let g = Gguf::open(&path).unwrap();
+    let t = g.tensor("output.weight").unwrap();
+    let resident = resident_bytes_of_map_at(g.tensor_data(t).as_ptr() as usize);
+    // The header and tensor table (~60 KB) and readahead around them: a few MiB at most.
+    assert!(
+        resident < 16 << 20,
+        "{resident} bytes of a {len}-byte file resident"
+    );
+    assert!(g.huge_pages().is_none(), "nothing was faulted in");
+    drop(g);
+    let json = inspect_json(&path);
+    assert_eq!(json["tensor_count"].as_u64(), Some(3 + 210 * 9), "{json}");
+    assert_eq!(json["file_size"].as_u64(), Some(len), "{json}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

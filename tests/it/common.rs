@@ -159,3 +159,29 @@ pub fn repacks_q4() -> bool {
         false
     }
 }
+
+/// Runs the test `name` (its path in this binary, `module::test`) again, alone, in a process of
+/// its own, for a test that measures the whole process (resident or locked memory, its peak):
+/// in this one binary other tests load models on other threads meanwhile. Returns true in
+/// the calling process, after the child passed (the test then returns); false in the child,
+/// which runs the test's body.
+pub fn rerun_alone(name: &str) -> bool {
+    const VAR: &str = "GEMLET_TEST_ALONE";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(VAR, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name}, run alone, failed or did not run"
+    );
+    true
+}

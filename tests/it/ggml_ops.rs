@@ -2,7 +2,9 @@
 //! Rust implementation (f64 accumulation), on 1 and 2 threads. Each test states its tolerance
 //! and why.
 
-use gemlet::ggml::{dequantize, quantize, Context, Executor, RopeMode, Tensor, Type};
+use gemlet::ggml::{
+    dequantize, quantize, Context, Executor, GgmlError, GraphId, RopeMode, Tensor, TensorId, Type,
+};
 
 /// Deterministic values in [-1, 1) (xorshift64*), so failures reproduce.
 struct Rng(u64);
@@ -485,4 +487,54 @@ fn graph_with_unallocated_tensor_is_an_error() {
     g.expand(out);
     let err = Executor::new(1).unwrap().compute(&g).unwrap_err();
     assert!(err.to_string().contains("no memory"), "{err}");
+}
+
+/// The misuse the allocator's tickets exist for: two graphs kept as handles beside their
+/// contexts, the second allocated after the first (the compute buffer grows, the first
+/// graph's memory is freed), then the first computed. It is refused, not run on freed memory;
+/// allocated again, it computes.
+#[test]
+fn a_graph_allocated_before_the_latest_one_is_refused() {
+    use gemlet::ggml::Allocator;
+    // One graph of n elements: a metadata-only context whose tensors the allocator places.
+    fn graph(n: usize) -> (Context<'static>, GraphId, TensorId, TensorId) {
+        let ctx = Context::metadata_only(4, 16).unwrap();
+        let (g, a, out) = {
+            let a = ctx.new_tensor(Type::F32, &[n], "a").unwrap().set_input();
+            let out = ctx.scale(a, 2.0).set_output();
+            let mut g = ctx.new_graph(16).unwrap();
+            g.expand(out);
+            (ctx.graph_id(&g), ctx.id_of(a), ctx.id_of(out))
+        };
+        (ctx, g, a, out)
+    }
+    let mut alloc = Allocator::new().unwrap();
+    let mut exec = Executor::new(1).unwrap();
+    let (small, g1, a1, out1) = graph(4);
+    let (big, g2, _, _) = graph(1 << 20);
+
+    alloc.alloc_graph(&small.resolve_graph(g1)).unwrap();
+    small.resolve(a1).write_f32(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+    exec.compute(&small.resolve_graph(g1)).unwrap();
+    assert_eq!(
+        small.resolve(out1).read_f32().unwrap(),
+        [2.0, 4.0, 6.0, 8.0]
+    );
+
+    alloc.alloc_graph(&big.resolve_graph(g2)).unwrap();
+    let err = exec.compute(&small.resolve_graph(g1)).unwrap_err();
+    assert!(matches!(err, GgmlError::StaleGraph), "{err}");
+    assert!(err.to_string().contains("allocate it again"), "{err}");
+
+    alloc.alloc_graph(&small.resolve_graph(g1)).unwrap();
+    small.resolve(a1).write_f32(&[1.0, 1.0, 1.0, 1.0]).unwrap();
+    exec.compute(&small.resolve_graph(g1)).unwrap();
+    assert_eq!(small.resolve(out1).read_f32().unwrap(), [2.0; 4]);
+    let err = exec.compute(&big.resolve_graph(g2)).unwrap_err();
+    assert!(matches!(err, GgmlError::StaleGraph), "{err}");
+
+    // A dropped allocator's graphs are stale too.
+    drop(alloc);
+    let err = exec.compute(&small.resolve_graph(g1)).unwrap_err();
+    assert!(matches!(err, GgmlError::StaleGraph), "{err}");
 }
