@@ -8,9 +8,9 @@
 //! be rebuilt; llama.cpp's chat does the same (`common_chat_format_single`).
 //!
 //! When the conversation changes in other ways (the first turn, /clear, a new system prompt,
-//! dropped turns), the whole conversation is rendered and compared with the cache's contents,
-//! tracked as text (the bytes of every evaluated token, with the offset where each ends): the
-//! tokens inside the common prefix stay, and only the rest is tokenized and evaluated.
+//! dropped turns), the whole conversation is rendered and compared with the text of the
+//! session's tokens: the tokens inside the common prefix stay, and only the rest is tokenized
+//! and evaluated.
 
 use super::template::{ChatTemplate, Message, Role, TemplateError};
 use crate::sampling::Sampler;
@@ -43,7 +43,7 @@ pub type Result<T> = std::result::Result<T, ChatError>;
 
 /// The cache tokens to keep, the tokens to evaluate after them, and the exchanges dropped to
 /// make them fit.
-struct Plan {
+struct Prompt {
     keep: usize,
     tokens: Vec<TokenId>,
     dropped: usize,
@@ -98,28 +98,31 @@ pub struct Chat<'m> {
     /// User and assistant turns, alternating, user first.
     turns: Vec<Message>,
     overflow: Overflow,
-    /// The bytes of the session's tokens, and where each token's bytes end.
-    text: Vec<u8>,
-    ends: Vec<usize>,
-    /// Set when the cache ends with the last reply: that reply's last sampled token, which is
-    /// not evaluated yet (None when the reply ended at an end-of-generation token).
-    open_reply: Option<Option<TokenId>>,
+    cache_end: CacheEnd,
+}
+
+/// What the session's cache ends with, which decides how the next turn is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheEnd {
+    /// Not the last reply (no turn yet, /clear, a new system prompt, an interrupted prompt):
+    /// the next turn compares the whole rendered conversation with the cache.
+    Other,
+    /// The last reply, whose last sampled token is not evaluated yet.
+    ReplyBefore(TokenId),
+    /// The last reply, which ended at an end-of-generation token (not evaluated).
+    ReplyEnded,
 }
 
 impl<'m> Chat<'m> {
     pub fn new(session: Session<'m>, template: ChatTemplate, overflow: Overflow) -> Chat<'m> {
-        let mut chat = Chat {
+        Chat {
             session,
             template,
             system: None,
             turns: Vec::new(),
             overflow,
-            text: Vec::new(),
-            ends: Vec::new(),
-            open_reply: None,
-        };
-        chat.sync();
-        chat
+            cache_end: CacheEnd::Other,
+        }
     }
 
     pub fn session(&self) -> &Session<'m> {
@@ -141,14 +144,14 @@ impl<'m> Chat<'m> {
     pub fn set_system(&mut self, system: &str) {
         let s = system.trim();
         self.system = (!s.is_empty()).then(|| s.to_string());
-        self.open_reply = None;
+        self.cache_end = CacheEnd::Other;
     }
 
     /// Starts a new conversation (the system prompt stays). The cache is kept: the next turn
     /// reuses whatever prefix still matches (at least BOS and the system prompt).
     pub fn clear(&mut self) {
         self.turns.clear();
-        self.open_reply = None;
+        self.cache_end = CacheEnd::Other;
     }
 
     /// Sends a user message and generates the reply, streaming its text to `on_text`.
@@ -163,30 +166,27 @@ impl<'m> Chat<'m> {
     ) -> Result<TurnStats> {
         let t0 = Instant::now();
         self.turns.push(Message::new(Role::User, user));
-        let plan = match self.plan_prompt() {
+        let prompt = match self.next_prompt() {
             Ok(p) => p,
             Err(e) => {
                 self.turns.pop();
                 return Err(e);
             }
         };
-        self.open_reply = None;
-        self.session.truncate(plan.keep);
-        self.sync();
-        let mut reused = plan.keep;
-        let evaluated = if plan.tokens.is_empty() {
+        self.cache_end = CacheEnd::Other;
+        self.session.truncate(prompt.keep);
+        let mut reused = prompt.keep;
+        let evaluated = if prompt.tokens.is_empty() {
             // The whole prompt is cached but its logits are not: evaluate its last token again.
             reused -= 1;
             let last = self.session.tokens()[reused];
             self.session.truncate(reused);
-            self.sync();
             vec![last]
         } else {
-            plan.tokens
+            prompt.tokens
         };
         let n_prompt = evaluated.len();
         let evaluated_ok = self.session.eval_abortable(&evaluated, stop);
-        self.sync();
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut reply = String::new();
         let mut first_token_ms = 0.0;
@@ -208,11 +208,13 @@ impl<'m> Chat<'m> {
             Err(e) => Err(e),
         };
         let generate_ms = t_gen.elapsed().as_secs_f64() * 1e3;
-        self.sync();
         if let Ok(g) = &generation {
             // After an interrupted prompt the cache does not end with this turn.
             if !(g.stop == Stop::Interrupted && g.ids.is_empty()) {
-                self.open_reply = Some(g.ids.last().copied());
+                self.cache_end = match g.ids.last() {
+                    Some(&id) => CacheEnd::ReplyBefore(id),
+                    None => CacheEnd::ReplyEnded,
+                };
             }
         }
         // The reply, even a partial or failed one, is part of the conversation, so turns keep
@@ -228,23 +230,28 @@ impl<'m> Chat<'m> {
             generate_ms,
             n_past: self.session.n_past(),
             n_ctx: self.session.params().n_ctx,
-            dropped_turns: plan.dropped,
+            dropped_turns: prompt.dropped,
             stop: generation.stop,
         })
     }
 
     /// What to keep of the cache and what to evaluate after it for the conversation (whose
     /// last message is the new user message).
-    fn plan_prompt(&mut self) -> Result<Plan> {
+    fn next_prompt(&mut self) -> Result<Prompt> {
         let n_ctx = self.session.params().n_ctx;
-        if let Some(tail) = self.open_reply {
+        // After a reply, the reply's unevaluated last token comes first.
+        let tail = match self.cache_end {
+            CacheEnd::Other => None,
+            CacheEnd::ReplyBefore(id) => Some(vec![id]),
+            CacheEnd::ReplyEnded => Some(Vec::new()),
+        };
+        if let Some(mut tokens) = tail {
             if let Some(text) = self.after_last_reply()? {
-                let mut tokens: Vec<TokenId> = tail.into_iter().collect();
                 let tok = self.session.model().tokenizer();
                 tokens.extend(tok.encode(&text, false, true)?);
                 let keep = self.session.n_past();
                 if keep + tokens.len() < n_ctx {
-                    return Ok(Plan {
+                    return Ok(Prompt {
                         keep,
                         tokens,
                         dropped: 0,
@@ -255,11 +262,11 @@ impl<'m> Chat<'m> {
         let mut dropped = 0;
         loop {
             let full = self.render(&self.messages())?;
-            let keep = self.reusable(full.as_bytes());
-            // The kept tokens end on a character boundary of `full`: their bytes are its prefix
-            // and a token's bytes end where the next token's begin.
-            let rest = std::str::from_utf8(&full.as_bytes()[self.ends_at(keep)..])
-                .map_err(|e| TokenizerError::Build(e.to_string()))?;
+            let (keep, end) = self.reusable(full.as_bytes());
+            // The kept tokens' bytes are a prefix of `full`; where they end inside a character
+            // (a byte-fallback token), the tokens of that character are not kept either.
+            let (keep, end) = self.back_to_char_boundary(&full, keep, end);
+            let rest = &full[end..];
             let tokens = self.session.model().tokenizer().encode(rest, false, true)?;
             let needed = keep + tokens.len();
             // Room for at least one generated token; after dropping turns, for a quarter of
@@ -270,7 +277,7 @@ impl<'m> Chat<'m> {
                 n_ctx - 1
             };
             if needed <= limit || (needed < n_ctx && self.turns.len() == 1) {
-                return Ok(Plan {
+                return Ok(Prompt {
                     keep,
                     tokens,
                     dropped,
@@ -316,37 +323,31 @@ impl<'m> Chat<'m> {
         Ok(text)
     }
 
-    /// How many cached tokens lie wholly within the common prefix of `full` and the cache.
-    fn reusable(&self, full: &[u8]) -> usize {
-        let common = full
-            .iter()
-            .zip(&self.text)
-            .take_while(|(a, b)| a == b)
-            .count();
-        self.ends.partition_point(|&e| e <= common)
-    }
-
-    /// Byte offset where the first `n` cached tokens end.
-    fn ends_at(&self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            self.ends[n - 1]
-        }
-    }
-
-    /// Brings the text view of the cache in line with the session's tokens.
-    fn sync(&mut self) {
-        let tokens = self.session.tokens();
-        if tokens.len() < self.ends.len() {
-            self.ends.truncate(tokens.len());
-            self.text.truncate(self.ends.last().copied().unwrap_or(0));
-        }
+    /// How many of the session's tokens lie wholly within the common prefix of `full` and
+    /// their text (the bytes of each token's piece), and where in `full` they end.
+    fn reusable(&self, full: &[u8]) -> (usize, usize) {
         let tok = self.session.model().tokenizer();
-        for &id in &tokens[self.ends.len()..] {
-            self.text
-                .extend_from_slice(tok.piece(id).unwrap_or_default());
-            self.ends.push(self.text.len());
+        let mut end = 0;
+        for (i, &id) in self.session.tokens().iter().enumerate() {
+            let piece = tok.piece(id).unwrap_or_default();
+            if full.get(end..end + piece.len()) != Some(piece) {
+                return (i, end);
+            }
+            end += piece.len();
         }
+        (self.session.tokens().len(), end)
+    }
+
+    /// Drops kept tokens from the end until they end on a character boundary of `full`.
+    fn back_to_char_boundary(&self, full: &str, mut keep: usize, mut end: usize) -> (usize, usize) {
+        let tok = self.session.model().tokenizer();
+        while !full.is_char_boundary(end) {
+            keep -= 1;
+            end -= tok
+                .piece(self.session.tokens()[keep])
+                .unwrap_or_default()
+                .len();
+        }
+        (keep, end)
     }
 }
