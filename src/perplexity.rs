@@ -25,24 +25,22 @@ fn log_prob(logits: &[f32], token: TokenId) -> f64 {
     (logits[token as usize] - max) as f64 - sum.ln()
 }
 
-/// Scores `tokens` (the whole text, BOS first) in chunks of `n_ctx`, at most `max_chunks`.
-/// `on_chunk` sees each chunk's running estimate as it completes.
+/// Scores `tokens` (the whole text, BOS first) in chunks of the session's context, at most
+/// `max_chunks`. `on_chunk` sees each chunk's running estimate as it completes.
 pub fn perplexity(
     session: &mut Session<'_>,
     tokens: &[TokenId],
-    n_ctx: usize,
     max_chunks: Option<usize>,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<Perplexity> {
-    let available = tokens.len() / n_ctx.max(1);
-    if n_ctx < 2 || available == 0 || tokens.len() < 2 * n_ctx {
-        return Err(SessionError::Model(crate::model::ModelError::Config(
-            format!(
-                "perplexity needs at least {} tokens for a context of {n_ctx}; the text has {}",
-                2 * n_ctx,
-                tokens.len()
-            ),
-        )));
+    let n_ctx = session.params().n_ctx;
+    let available = tokens.len() / n_ctx;
+    if n_ctx < 2 || tokens.len() < 2 * n_ctx {
+        return Err(SessionError::TextTooShort {
+            needed: 2 * n_ctx,
+            got: tokens.len(),
+            n_ctx,
+        });
     }
     let n_chunks = max_chunks.map_or(available, |m| m.min(available));
     let bos = session.model().tokenizer().bos();

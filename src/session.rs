@@ -26,6 +26,14 @@ pub enum SessionError {
     BadToken { id: TokenId, n_vocab: usize },
     #[error("nothing to evaluate")]
     Empty,
+    #[error(
+        "the text has {got} tokens; perplexity with a context of {n_ctx} needs at least {needed}"
+    )]
+    TextTooShort {
+        needed: usize,
+        got: usize,
+        n_ctx: usize,
+    },
     #[error("a {0} V cache needs flash attention (-fa on); without it V must be f16, bf16 or f32")]
     QuantizedVNeedsFlashAttn(crate::ggml::Type),
     #[error("{0}\n(pass --force to try anyway)")]
@@ -53,8 +61,8 @@ pub struct SessionParams {
     pub repack: Repack,
     /// Evaluate one token at creation and forget it (llama.cpp's warm-up; `--no-warmup`
     /// skips it). The first pass over the weights after load runs measurably slower than
-    /// later ones (here 5% of a 52-token prompt, Q4_K_M): this moves that cost out of the
-    /// first prompt, and builds the one-token graph every generated token reuses.
+    /// later ones: this moves that cost out of the first prompt, and builds the one-token
+    /// graph every generated token reuses.
     pub warmup: bool,
 }
 
@@ -68,7 +76,7 @@ impl Default for SessionParams {
             flash_attn: true,
             force: false,
             repack: Repack::Auto,
-            warmup: false,
+            warmup: true,
         }
     }
 }
@@ -141,7 +149,7 @@ impl<'m> Session<'m> {
             return Err(SessionError::QuantizedVNeedsFlashAttn(ty_v));
         }
         let mut weights = Weights::bind(model.gguf(), c, params.repack)?;
-        let repack = weights.plan_repack(params.repack)?;
+        let repack = weights.choose_repack(params.repack)?;
         let layout = CacheLayout::new(c, size, params.cache.swa_full);
         let plan = MemoryPlan::new(
             &c.dims,
@@ -323,11 +331,11 @@ impl<'m> Session<'m> {
         // The kept rows are the batch's last ones; the graph computes at least one, so that
         // it has an end.
         let wanted = tokens.len() - from.saturating_sub(p0).min(tokens.len());
-        self.cache.plan(&self.positions);
-        let plans = self.cache.plans();
+        self.cache.assign(&self.positions);
+        let batch = self.cache.batch();
         let shape = BatchShape {
             n_tokens: tokens.len(),
-            n_kv: PerKind::new(|kind| plans.get(kind).as_ref().map_or(0, |p| p.n_kv)),
+            n_kv: PerKind::new(|kind| batch.get(kind).as_ref().map_or(0, |p| p.n_kv)),
             n_out: (wanted < tokens.len()).then_some(wanted.max(1)),
         };
         if self.graph.as_ref().is_none_or(|(_, f)| f.shape != shape) {
@@ -351,10 +359,10 @@ impl<'m> Session<'m> {
         let t = |id| ctx.resolve(id);
         t(f.tokens).write_i32(&self.ids)?;
         t(f.positions).write_i32(&self.positions)?;
-        for (kind, plan) in plans.iter() {
-            if let (Some(plan), Some(input)) = (plan, f.attn_inputs.get(kind)) {
-                t(input.slots).write_i32(plan.slots)?;
-                t(input.mask).write_f16(plan.mask)?;
+        for (kind, slots) in batch.iter() {
+            if let (Some(slots), Some(input)) = (slots, f.attn_inputs.get(kind)) {
+                t(input.slots).write_i32(slots.slots)?;
+                t(input.mask).write_f16(slots.mask)?;
             }
         }
         let graph = ctx.resolve_graph(f.graph);

@@ -74,30 +74,49 @@ impl CacheArgs {
     }
 }
 
+/// The flags of every command that runs a model: generate, chat, bench and perplexity.
 #[derive(clap::Args, Clone)]
-pub struct ModelArgs {
+pub struct RunArgs {
     /// Model file (default: ~/.cache/gemlet/models/gemma-3-270m-q4_k_m.gguf).
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
-    /// Context size in tokens (capped at the model's training context).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
-    pub ctx_size: usize,
-    /// Batch size for prompt processing.
+    /// Batch size for prompt processing (llama-bench's micro-batch, -ub, too).
     #[arg(
         short = 'b',
         long = "batch-size",
         alias = "ubatch-size",
-        default_value_t = 512
+        default_value_t = SessionParams::default().n_batch
     )]
     pub batch_size: usize,
     /// Threads (default: physical cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-    /// Flash attention: on, off or auto (on); also -fa.
+    /// Flash attention: on, off or auto (on); also -fa, and 1 or 0 as llama-bench takes.
     #[arg(long = "flash-attn", default_value = "auto", value_parser = on_off, action = clap::ArgAction::Set)]
     pub flash_attn: bool,
+}
+
+impl RunArgs {
+    /// Session parameters of these flags, the rest the library's defaults.
+    pub fn session_params(&self) -> SessionParams {
+        SessionParams {
+            n_batch: self.batch_size,
+            n_threads: self.threads.unwrap_or_else(default_threads),
+            flash_attn: self.flash_attn,
+            ..SessionParams::default()
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Context size in tokens (capped at the model's training context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = SessionParams::default().n_ctx)]
+    pub ctx_size: usize,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Read the model into memory instead of mapping it (on transparent huge pages where the
     /// kernel allows: faster token generation, slower load).
     #[arg(long = "no-mmap")]
@@ -126,10 +145,7 @@ impl ModelArgs {
     pub fn session_params(&self) -> SessionParams {
         SessionParams {
             n_ctx: self.ctx_size,
-            n_batch: self.batch_size,
-            n_threads: self.threads.unwrap_or_else(default_threads),
             cache: self.cache.params(),
-            flash_attn: self.flash_attn,
             force: self.force,
             repack: if self.repack {
                 Repack::All
@@ -139,6 +155,7 @@ impl ModelArgs {
                 Repack::Auto
             },
             warmup: !self.no_warmup,
+            ..self.run.session_params()
         }
     }
 
@@ -153,28 +170,28 @@ impl ModelArgs {
 #[derive(clap::Args, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = 0.8)]
+    #[arg(long = "temp", default_value_t = SamplerParams::default().temp)]
     pub temp: f32,
     /// Keep the k most likely tokens (0: all).
-    #[arg(long = "top-k", default_value_t = 40)]
+    #[arg(long = "top-k", default_value_t = SamplerParams::default().top_k)]
     pub top_k: usize,
     /// Keep the most likely tokens whose probabilities add up to p (1.0: all).
-    #[arg(long = "top-p", default_value_t = 0.95)]
+    #[arg(long = "top-p", default_value_t = SamplerParams::default().top_p)]
     pub top_p: f32,
     /// Drop tokens less likely than min-p times the most likely one.
-    #[arg(long = "min-p", default_value_t = 0.05)]
+    #[arg(long = "min-p", default_value_t = SamplerParams::default().min_p)]
     pub min_p: f32,
     /// Penalize repeating tokens of the last --repeat-last-n (1.0: off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    #[arg(long = "repeat-penalty", default_value_t = SamplerParams::default().repeat_penalty)]
     pub repeat_penalty: f32,
     /// How many recent tokens the penalties look at.
-    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    #[arg(long = "repeat-last-n", default_value_t = SamplerParams::default().repeat_last_n)]
     pub repeat_last_n: usize,
     /// Subtracted once from the logit of every recent token.
-    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    #[arg(long = "presence-penalty", default_value_t = SamplerParams::default().presence_penalty)]
     pub presence_penalty: f32,
     /// Subtracted per occurrence from the logit of every recent token.
-    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    #[arg(long = "frequency-penalty", default_value_t = SamplerParams::default().frequency_penalty)]
     pub frequency_penalty: f32,
     /// Random seed (default: a random one).
     #[arg(short = 's', long = "seed")]

@@ -1,46 +1,30 @@
 //! `gemlet bench`: llama-bench's tests, flags and output (a markdown table, or JSON with
 //! llama-bench's field names so that tools reading its output read ours).
 
-use super::args::{on_off, repack_mode, CacheArgs};
+use super::args::{on_off, repack_mode, CacheArgs, RunArgs};
 use super::CliError;
 use crate::bench::{self, Samples, Test, Tokens};
 use crate::gguf::{file_type_name, OpenOptions};
 use crate::model::weights::Repack;
 use crate::model::{Census, Model};
-use crate::session::{default_threads, Session, SessionParams};
+use crate::session::{Session, SessionParams};
 use serde_json::json;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Model file (default: ~/.cache/gemlet/models/gemma-3-270m-q4_k_m.gguf).
-    #[arg(short = 'm', long = "model")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Prompt tokens of the pp test (0: none).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     pub n_prompt: usize,
     /// Generated tokens of the tg test (0: none).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
-    /// Threads (default: physical cores).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
-    /// Batch size for prompt processing (llama-bench's micro-batch, -ub).
-    #[arg(
-        short = 'b',
-        long = "batch-size",
-        alias = "ubatch-size",
-        default_value_t = 512
-    )]
-    pub batch_size: usize,
     #[command(flatten)]
     pub cache: CacheArgs,
-    /// Flash attention: on, off or auto (on); also -fa, 1 or 0 as llama-bench takes.
-    #[arg(long = "flash-attn", default_value = "auto", value_parser = on_off, action = clap::ArgAction::Set)]
-    pub flash_attn: bool,
     /// Map the model (1) or read it into memory (0); also -mmp.
     #[arg(long = "mmap", default_value = "1", value_parser = on_off, action = clap::ArgAction::Set)]
     pub mmap: bool,
@@ -67,7 +51,7 @@ struct Run<'a> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
-    let path = super::model_path(args.model.as_deref())?;
+    let path = super::model_path(args.run.model.as_deref())?;
     let opts = OpenOptions {
         mmap: args.mmap,
         mlock: false,
@@ -93,14 +77,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         .unwrap_or(1);
     let params = SessionParams {
         n_ctx,
-        n_batch: args.batch_size,
-        n_threads: args.threads.unwrap_or_else(default_threads),
         cache: args.cache.params(),
-        flash_attn: args.flash_attn,
-        force: false,
         repack: args.repack,
         // Each test warms up on its own shape (llama-bench's warm-up), below.
         warmup: false,
+        ..args.run.session_params()
     };
     let mut session = Session::new(&model, params)?;
     let census = Census::of(model.gguf());

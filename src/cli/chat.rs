@@ -54,7 +54,7 @@ input: end a line with \\ to continue it; \"\"\" on a line of its own opens and 
 Ctrl-C during a reply stops it; the partial reply stays in the conversation.";
 
 pub fn run(args: &ChatArgs) -> Result<(), CliError> {
-    let path = super::model_path(args.model.model.as_deref())?;
+    let path = super::model_path(args.model.run.model.as_deref())?;
     let interactive = std::io::stdin().is_terminal();
     let model = load_with_spinner(&path, args.model.open_options())?;
     let source = match &args.chat_template_file {

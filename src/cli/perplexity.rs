@@ -1,27 +1,22 @@
 //! `gemlet perplexity`: llama-perplexity's measure of a model on a text.
 
+use super::args::RunArgs;
 use super::CliError;
 use crate::model::Model;
 use crate::perplexity::perplexity;
-use crate::session::{default_threads, Session, SessionParams};
+use crate::session::{Session, SessionParams};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct PerplexityArgs {
-    /// Model file (default: ~/.cache/gemlet/models/gemma-3-270m-q4_k_m.gguf).
-    #[arg(short = 'm', long = "model")]
-    pub model: Option<PathBuf>,
-    /// Tokens per chunk; the second half of each chunk is scored.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Tokens per chunk (capped at the model's training context); the second half of each
+    /// chunk is scored.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx_size: usize,
-    /// Batch size.
-    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
-    pub batch_size: usize,
-    /// Threads (default: physical cores).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
     /// The text file to score.
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
@@ -33,29 +28,28 @@ pub struct PerplexityArgs {
 pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| CliError::Usage(format!("{}: {e}", args.file.display())))?;
-    let path = super::model_path(args.model.as_deref())?;
+    let path = super::model_path(args.run.model.as_deref())?;
     let model = Model::load(&path)?;
-    let n_ctx = args.ctx_size;
     let mut session = Session::new(
         &model,
         SessionParams {
-            n_ctx,
-            n_batch: args.batch_size.min(n_ctx),
-            n_threads: args.threads.unwrap_or_else(default_threads),
-            ..SessionParams::default()
+            n_ctx: args.ctx_size,
+            ..args.run.session_params()
         },
     )?;
     let tokens = model.tokenizer().encode(&text, true, true)?;
+    let p = session.params();
+    let available = tokens.len() / p.n_ctx;
     eprintln!(
-        "perplexity: {} tokens, {} chunks of {n_ctx}, batch {}, {} threads",
+        "perplexity: {} tokens, {} chunks of {}, batch {}, {} threads",
         tokens.len(),
-        args.chunks
-            .map_or(tokens.len() / n_ctx, |c| c.min(tokens.len() / n_ctx)),
-        session.params().n_batch,
-        session.params().n_threads
+        args.chunks.map_or(available, |c| c.min(available)),
+        p.n_ctx,
+        p.n_batch,
+        p.n_threads
     );
     let start = Instant::now();
-    let result = perplexity(&mut session, &tokens, n_ctx, args.chunks, |i, est| {
+    let result = perplexity(&mut session, &tokens, args.chunks, |i, est| {
         let mut out = std::io::stdout().lock();
         let _ = write!(out, "[{i}]{est:.4},");
         let _ = out.flush();

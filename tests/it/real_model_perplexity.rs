@@ -31,7 +31,7 @@ fn perplexity_matches_llama_perplexity() {
     for (file, want) in reference["texts"].as_object().unwrap() {
         let text = std::fs::read_to_string(common::fixture(&format!("text/{file}"))).unwrap();
         let tokens = model.tokenizer().encode(&text, true, true).unwrap();
-        let got = perplexity(&mut session, &tokens, 512, None, |_, _| {}).unwrap();
+        let got = perplexity(&mut session, &tokens, None, |_, _| {}).unwrap();
         assert_eq!(
             got.chunks as u64,
             want["chunks"].as_u64().unwrap(),

@@ -192,12 +192,14 @@ fn warm_up_leaves_the_session_as_new() {
         let name = path.file_name().unwrap().to_str().unwrap();
         let r = reference(&path);
         let model = Model::load(&path).unwrap();
-        let mut cold = Session::new(&model, params()).unwrap();
-        let warmup = SessionParams {
-            warmup: true,
+        let cold = SessionParams {
+            warmup: false,
             ..params()
         };
-        let mut warm = Session::new(&model, warmup).unwrap();
+        let mut cold = Session::new(&model, cold).unwrap();
+        assert_eq!((cold.n_past(), cold.graphs_built()), (0, 0), "{name}");
+        // The library's default, as llama.cpp's and the command line's.
+        let mut warm = Session::new(&model, params()).unwrap();
         assert_eq!((warm.n_past(), warm.graphs_built()), (0, 1), "{name}");
         for s in [&mut cold, &mut warm] {
             s.eval(&r.tokens).unwrap();
