@@ -226,7 +226,8 @@ fn main() {
         ("GGML_SCHED_MAX_COPIES", Some("4")),
         ("GGML_USE_CPU", None),
         ("GGML_USE_LLAMAFILE", None),
-        // Registers the CPU_REPACK buffer type; weights move there only on `--repack`.
+        // Registers the CPU_REPACK buffer type, which repacked weights move to (see
+        // src/model/weights.rs: Repack).
         ("GGML_USE_CPU_REPACK", None),
     ];
     if target.os == "linux" || target.os == "android" {
@@ -380,7 +381,7 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     // graph allocation: one reused compute buffer
     "ggml_gallocr_(new|free|alloc_graph|reserve|get_buffer_size)",
     "ggml_backend_cpu_buffer_type",
-    // repacked weights (`--repack`): ggml's CPU_REPACK buffer type, found through the registry
+    // repacked weights: ggml's CPU_REPACK buffer type, found through the registry
     "ggml_backend_cpu_reg",
     "ggml_backend_reg_(get_proc_address|dev_get)",
     "ggml_backend_dev_supports_op",

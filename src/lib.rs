@@ -1,7 +1,13 @@
 //! gemlet: run quantized Gemma models from GGUF files on small CPUs.
 //!
-//! Layers, lowest first: [`ggml`] (the vendored kernels behind a safe wrapper), [`gguf`] (the
-//! file format).
+//! Layers, lowest first; each uses only those before it:
+//! - [`ggml`]: the vendored kernels behind a safe wrapper;
+//! - [`gguf`]: the file format (reader over a memory map, writer);
+//! - [`tokenizer`], [`model`]: the vocabulary, and the Gemma family (config from metadata,
+//!   weights, KV cache, the forward graph, the memory plan);
+//! - [`sampling`], [`session`]: choosing tokens, and one conversation's state over a model;
+//! - [`chat`], [`perplexity`], [`bench`]: what is done with sessions;
+//! - [`cli`]: the command line over all of it.
 
 pub mod bench;
 pub mod chat;

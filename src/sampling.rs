@@ -211,7 +211,7 @@ fn by_logit(a: &(TokenId, f32), b: &(TokenId, f32)) -> std::cmp::Ordering {
 /// its logits instead of `logits`' and the `banned` ones are left out.
 ///
 /// Without building all n candidates (on a 262k vocabulary that, and selecting among them,
-/// is most of a top-k sampler's 1.5-2 ms): one pass keeps the best k + m raw logits, m being
+/// is most of a top-k sampler's time; the README has the figures): one pass keeps the best k + m raw logits, m being
 /// the penalized and banned tokens, in a buffer of twice that, cut back whenever it fills;
 /// every logit not above the kept ones' worst is passed over at the cost of one comparison.
 /// The k best of the other tokens are among those k + m, so dropping the m and adding the
@@ -253,8 +253,8 @@ fn best_candidates(
 /// Without top-k, the candidates top-p and min-p can keep, into `out` in [`by_logit`] order,
 /// with their probabilities over every token, as a softmax over all of them would give: the
 /// sum of the exponentials over all tokens, then ever more of the best tokens (64, then 8
-/// times as many) until they hold the top-p mass or reach the min-p floor. Sorting all
-/// 262,144 for this took 19 ms per token.
+/// times as many) until they hold the top-p mass or reach the min-p floor, instead of sorting
+/// the whole vocabulary (the README has the figures).
 fn head_of_distribution(
     logits: &[f32],
     p: &SamplerParams,

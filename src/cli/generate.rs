@@ -1,6 +1,7 @@
 //! `gemlet generate`: continue a prompt, printing tokens as they are produced.
 
 use super::args::{ModelArgs, SamplingArgs};
+use super::fmt::bytes;
 use super::CliError;
 use crate::model::Model;
 use crate::sampling::Sampler;
@@ -30,7 +31,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
-    let path = super::model_path(args.model.model.as_deref())?;
+    let path = super::model_path(args.model.run.model.as_deref())?;
     let t_load = Instant::now();
     let model = Model::load_with(&path, args.model.open_options())?;
     let mut session = Session::new(&model, args.model.session_params())?;
@@ -98,13 +99,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         let copies = session.repack_copies();
         let repacked = if n_repacked > 0 {
             format!(
-                " | {n_repacked} matrices repacked ({:.1} MiB{})",
-                repacked_bytes as f64 / 1048576.0,
+                " | {n_repacked} matrices repacked ({}{})",
+                bytes(repacked_bytes as u64),
                 if copies > 0 {
-                    format!(
-                        ", {:.1} MiB of it copies for prompts",
-                        copies as f64 / 1048576.0
-                    )
+                    format!(", {} of it copies for prompts", bytes(copies as u64))
                 } else {
                     String::new()
                 }
@@ -115,9 +113,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         let huge = huge_pages
             .map(|h| {
                 format!(
-                    " | huge pages {:.0} of {:.0} MiB{}",
-                    h.bytes as f64 / 1048576.0,
-                    h.possible as f64 / 1048576.0,
+                    " | huge pages {} of {}{}",
+                    bytes(h.bytes),
+                    bytes(h.possible),
                     if h.refaulted {
                         " (file cache re-read)"
                     } else {

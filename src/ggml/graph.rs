@@ -177,10 +177,6 @@ impl Executor {
         })
     }
 
-    pub fn n_threads(&self) -> usize {
-        self.n_threads
-    }
-
     /// Computes every node of `graph`.
     pub fn compute(&mut self, graph: &Graph<'_>) -> Result<()> {
         self.run(graph, None)

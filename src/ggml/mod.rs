@@ -124,7 +124,6 @@ unsafe extern "C" fn log(
     }
 }
 
-/// Version of the vendored ggml and the CPU flags it was compiled with, for `--version`.
 /// Links the startup CPU check (src/ggml/cpucheck.c) into the program. The check itself runs as
 /// a constructor before `main`; a program that calls this has it.
 pub fn link_cpu_check() {
@@ -136,6 +135,7 @@ pub fn link_cpu_check() {
     debug_assert_eq!(anchor, 1);
 }
 
+/// Version of the vendored ggml and the CPU flags it was compiled with, for `--version`.
 pub fn build_info() -> String {
     format!(
         "ggml {}, CPU level {} [{}]",

@@ -12,8 +12,8 @@ mod writer;
 
 pub use file_type::{file_type_id, file_type_name};
 pub use map::HugePages;
-pub use reader::{Gguf, OpenOptions, TensorInfo, DEFAULT_ALIGNMENT, MAX_NESTING};
-pub use value::{Array, Value, ValueType};
+pub use reader::{Gguf, OpenOptions, TensorInfo, DEFAULT_ALIGNMENT};
+pub use value::{Array, Value, ValueType, MAX_NESTING};
 pub use writer::{GgufWriter, TensorWriter};
 
 use std::path::PathBuf;

@@ -1,7 +1,146 @@
 //! GGUF metadata values: the 13 value types, read without copying from the file's bytes.
 
+use super::{GgufError, Result};
+use byteorder::{ByteOrder, LittleEndian as LE};
 use std::borrow::Cow;
 use std::fmt;
+
+/// Arrays of arrays deeper than this are refused (a crafted file could exhaust the stack).
+pub const MAX_NESTING: usize = 8;
+
+/// A bounds-checked little-endian reader over a byte slice.
+pub(super) struct Cursor<'a> {
+    bytes: &'a [u8],
+    pub(super) pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Cursor<'a> {
+        Cursor { bytes, pos: 0 }
+    }
+
+    pub(super) fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    pub(super) fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+        if n > self.remaining() as u64 {
+            return Err(GgufError::Truncated {
+                what: what.to_string(),
+                offset: self.pos as u64,
+                needed: n,
+                available: self.remaining() as u64,
+            });
+        }
+        let s = &self.bytes[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+
+    pub(super) fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(LE::read_u32(self.take(4, what)?))
+    }
+
+    pub(super) fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(LE::read_u64(self.take(8, what)?))
+    }
+
+    /// A length-prefixed UTF-8 string.
+    pub(super) fn str(&mut self, what: &str) -> Result<&'a str> {
+        let len = self.u64(what)?;
+        let bytes = self.take(len, what)?;
+        std::str::from_utf8(bytes).map_err(|e| GgufError::Invalid {
+            what: what.to_string(),
+            problem: format!("not valid UTF-8 ({e})"),
+        })
+    }
+
+    pub(super) fn value_type(&mut self, what: &str) -> Result<ValueType> {
+        let id = self.u32(what)?;
+        ValueType::from_id(id).ok_or_else(|| GgufError::Invalid {
+            what: what.to_string(),
+            problem: format!("unknown value type {id}"),
+        })
+    }
+
+    /// A value of type `ty`; arrays are validated element by element and returned as raw
+    /// slices. `depth` counts enclosing arrays.
+    pub(super) fn value(&mut self, ty: ValueType, depth: usize) -> Result<Value<'a>> {
+        let what = "value";
+        Ok(match ty {
+            ValueType::U8 => Value::U8(self.take(1, what)?[0]),
+            ValueType::I8 => Value::I8(self.take(1, what)?[0] as i8),
+            ValueType::U16 => Value::U16(LE::read_u16(self.take(2, what)?)),
+            ValueType::I16 => Value::I16(LE::read_i16(self.take(2, what)?)),
+            ValueType::U32 => Value::U32(LE::read_u32(self.take(4, what)?)),
+            ValueType::I32 => Value::I32(LE::read_i32(self.take(4, what)?)),
+            ValueType::U64 => Value::U64(LE::read_u64(self.take(8, what)?)),
+            ValueType::I64 => Value::I64(LE::read_i64(self.take(8, what)?)),
+            ValueType::F32 => Value::F32(LE::read_f32(self.take(4, what)?)),
+            ValueType::F64 => Value::F64(LE::read_f64(self.take(8, what)?)),
+            ValueType::Bool => match self.take(1, what)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => {
+                    return Err(GgufError::Invalid {
+                        what: "bool value".into(),
+                        problem: format!("byte {b} is neither 0 nor 1"),
+                    })
+                }
+            },
+            ValueType::String => Value::String(Cow::Borrowed(self.str("string value")?)),
+            ValueType::Array => {
+                if depth >= MAX_NESTING {
+                    return Err(GgufError::Invalid {
+                        what: "array".into(),
+                        problem: format!("arrays nested deeper than {MAX_NESTING}"),
+                    });
+                }
+                let elem = self.value_type("array element type")?;
+                let len = self.u64("array length")?;
+                // Every element takes at least this many bytes, so a length the file cannot
+                // hold is refused before anything is walked or allocated.
+                let min = elem.fixed_size().unwrap_or(match elem {
+                    ValueType::String => 8,
+                    _ => 12,
+                }) as u64;
+                if len > self.remaining() as u64 / min {
+                    return Err(GgufError::Truncated {
+                        what: format!("array of {len} {elem}"),
+                        offset: self.pos as u64,
+                        needed: len.saturating_mul(min),
+                        available: self.remaining() as u64,
+                    });
+                }
+                let start = self.pos;
+                match elem.fixed_size() {
+                    Some(size) => {
+                        self.take(len * size as u64, "array")?;
+                        if elem == ValueType::Bool {
+                            let bytes = &self.bytes[start..self.pos];
+                            if let Some(b) = bytes.iter().find(|&&b| b > 1) {
+                                return Err(GgufError::Invalid {
+                                    what: "bool array".into(),
+                                    problem: format!("byte {b} is neither 0 nor 1"),
+                                });
+                            }
+                        }
+                    }
+                    None => {
+                        for _ in 0..len {
+                            self.value(elem, depth + 1)?;
+                        }
+                    }
+                }
+                Value::Array(Array::Raw {
+                    elem,
+                    len: len as usize,
+                    bytes: &self.bytes[start..self.pos],
+                })
+            }
+        })
+    }
+}
 
 /// The type tag of a metadata value (`gguf_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,7 +391,7 @@ impl<'a> Array<'a> {
     pub fn iter(&self) -> Box<dyn Iterator<Item = Value<'a>> + '_> {
         match self {
             Array::Raw { elem, len, bytes } => {
-                let mut cursor = super::reader::Cursor::new(bytes);
+                let mut cursor = Cursor::new(bytes);
                 let elem = *elem;
                 Box::new((0..*len).map(move |_| {
                     // The bytes were validated when the file was opened.

@@ -1,6 +1,7 @@
 //! GGUF writer: metadata and tensor table first, then tensor data streamed one tensor at a time.
 
-use super::reader::{DEFAULT_ALIGNMENT, MAGIC, MAX_NAME_BYTES, MAX_NESTING};
+use super::reader::{DEFAULT_ALIGNMENT, MAGIC, MAX_NAME_BYTES};
+use super::value::MAX_NESTING;
 use super::value::{Value, ValueType};
 use super::{GgufError, Result};
 use crate::ggml::Type;

@@ -160,7 +160,7 @@ impl CacheLayout {
 }
 
 /// The slots and mask of one kind of layer (global or local) for one batch.
-pub struct KindPlan<'a> {
+pub struct BatchSlots<'a> {
     /// Cache slot each token of the batch is written to.
     pub slots: &'a [i32],
     /// Slots the batch attends over: `0..n_kv`.
@@ -170,7 +170,7 @@ pub struct KindPlan<'a> {
     pub mask: &'a [u16],
 }
 
-/// The slots of one kind of layer: which position each holds, and the last batch's plan.
+/// The slots of one kind of layer: which position each holds, and the last batch's slots and mask.
 struct Ring {
     size: usize,
     window: Option<usize>,
@@ -200,7 +200,7 @@ impl Ring {
         }
     }
 
-    fn plan(&mut self, positions: &[i32]) {
+    fn assign(&mut self, positions: &[i32]) {
         self.slots.clear();
         for &p in positions {
             let s = p as usize % self.size;
@@ -222,8 +222,8 @@ impl Ring {
         }
     }
 
-    fn view(&self) -> KindPlan<'_> {
-        KindPlan {
+    fn view(&self) -> BatchSlots<'_> {
+        BatchSlots {
             slots: &self.slots,
             n_kv: self.n_kv,
             mask: &self.mask,
@@ -326,18 +326,18 @@ impl KvCache {
     }
 
     /// Assigns slots to `positions` and builds the masks of each kind of layer, read back by
-    /// [`KvCache::plans`]. Allocates nothing once the buffers have grown to the largest batch.
-    pub fn plan(&mut self, positions: &[i32]) {
+    /// [`KvCache::batch`]. Allocates nothing once the buffers have grown to the largest batch.
+    pub fn assign(&mut self, positions: &[i32]) {
         for ring in [&mut self.rings.global, &mut self.rings.local]
             .into_iter()
             .flatten()
         {
-            ring.plan(positions);
+            ring.assign(positions);
         }
     }
 
-    /// The last [`KvCache::plan`] of each kind of layer the model has.
-    pub fn plans(&self) -> PerKind<Option<KindPlan<'_>>> {
+    /// The last [`KvCache::assign`] of each kind of layer the model has.
+    pub fn batch(&self) -> PerKind<Option<BatchSlots<'_>>> {
         PerKind {
             global: self.rings.global.as_ref().map(Ring::view),
             local: self.rings.local.as_ref().map(Ring::view),
@@ -424,22 +424,22 @@ mod tests {
     #[test]
     fn global_mask_is_causal() {
         let mut k = Ring::new(8, None, 1, 4);
-        k.plan(&[0, 1, 2]);
+        k.assign(&[0, 1, 2]);
         assert_eq!(k.slots, vec![0, 1, 2]);
         assert_eq!(k.n_kv, 3);
         let inf = F16_NEG_INF;
         assert_eq!(k.mask, vec![0, inf, inf, 0, 0, inf, 0, 0, 0]);
-        k.plan(&[3]);
+        k.assign(&[3]);
         assert_eq!((k.n_kv, k.mask.clone()), (4, vec![0; 4]));
     }
 
     #[test]
     fn padded_slots_are_masked() {
         let mut k = Ring::new(10, None, 4, 4);
-        k.plan(&[0, 1, 2, 3, 4]);
+        k.assign(&[0, 1, 2, 3, 4]);
         assert_eq!(k.n_kv, 8);
         assert_eq!(visible(&k, 4), vec![0, 1, 2, 3, 4]);
-        k.plan(&[5, 6, 7, 8]);
+        k.assign(&[5, 6, 7, 8]);
         // Padding stops at the cache size.
         assert_eq!(k.n_kv, 10);
         assert_eq!(visible(&k, 3), (0..9).collect::<Vec<_>>());
@@ -450,10 +450,10 @@ mod tests {
         // Window 3, ring of 5 slots (window + batch of 2), fed far past the window.
         let mut k = Ring::new(5, Some(3), 1, 2);
         for p in 0..20 {
-            k.plan(&[p]);
+            k.assign(&[p]);
         }
         // Batch of 2 at positions 20, 21: slots 0 and 1.
-        k.plan(&[20, 21]);
+        k.assign(&[20, 21]);
         assert_eq!(k.slots, vec![0, 1]);
         assert_eq!(k.n_kv, 5);
         // Slots hold positions [20, 21, 17, 18, 19].
@@ -464,9 +464,9 @@ mod tests {
     #[test]
     fn truncate_frees_the_end() {
         let mut k = Ring::new(16, None, 1, 8);
-        k.plan(&[0, 1, 2, 3, 4, 5]);
+        k.assign(&[0, 1, 2, 3, 4, 5]);
         k.forget_from(2);
-        k.plan(&[2]);
+        k.assign(&[2]);
         assert_eq!(k.n_kv, 3);
         assert_eq!(visible(&k, 0), vec![0, 1, 2]);
     }

@@ -14,10 +14,10 @@ pub enum Repack {
     /// Every weight used from the map as it is (`--no-repack`).
     Off,
     /// The default: every matrix gets the faster kernel for each product. Types whose
-    /// repacked one-token kernel is faster too (Q4_0 on AVX2: tg 46.1 against 44.1 t/s) are
-    /// repacked in place and the map's pages under them given back, so memory stays the same.
-    /// K-quants, whose repacked one-token kernel is slower than the plain dot product (Q4_K on
-    /// AVX2: tg 42.9 against 45.3 t/s), get a repacked copy that products of
+    /// repacked one-token kernel is faster too (Q4_0 on AVX2) are repacked in place and the
+    /// map's pages under them given back, so memory stays the same. K-quants, whose repacked
+    /// one-token kernel is slower than the plain dot product (the README's measurements), get
+    /// a repacked copy that products of
     /// [`BATCH_ROWS`] rows or more use, while single tokens read the map: a prompt runs
     /// llama.cpp's repacked kernels and generation the plain ones, for the copy's memory.
     #[default]
@@ -75,7 +75,7 @@ pub struct Weights<'m> {
 /// What [`Weights::repack`] will do, decided before it is done so that the memory plan can
 /// count the copies first.
 #[derive(Debug)]
-pub struct RepackPlan {
+pub struct RepackChoice {
     in_place: Vec<TensorId>,
     copies: Vec<TensorId>,
     /// Bytes of the copies: the memory repacking adds beside the map.
@@ -168,12 +168,12 @@ impl<'m> Weights<'m> {
     /// session (`inspect`).
     pub fn copy_bytes(g: &'m Gguf, c: &Config, repack: Repack) -> u64 {
         Self::bind(g, c, repack)
-            .and_then(|w| w.plan_repack(repack))
+            .and_then(|w| w.choose_repack(repack))
             .map_or(0, |p| p.copy_bytes)
     }
 
     /// The matrices `repack` repacks in place, and those it repacks a copy of.
-    pub fn plan_repack(&self, repack: Repack) -> Result<RepackPlan> {
+    pub fn choose_repack(&self, repack: Repack) -> Result<RepackChoice> {
         let mut matrices: Vec<TensorId> = self
             .layers
             .iter()
@@ -196,18 +196,18 @@ impl<'m> Weights<'m> {
             .iter()
             .map(|&id| self.ctx.resolve(id).n_bytes() as u64)
             .sum();
-        Ok(RepackPlan {
+        Ok(RepackChoice {
             in_place,
             copies,
             copy_bytes,
         })
     }
 
-    /// Carries `plan` out (made by [`Weights::plan_repack`] on these weights): matrices
+    /// Carries `plan` out (made by [`Weights::choose_repack`] on these weights): matrices
     /// repacked in place give their mapped pages back; copies are new descriptors over the
     /// map's bytes, repacked into memory of their own.
-    pub fn repack(&mut self, g: &'m Gguf, plan: RepackPlan) -> Result<()> {
-        let RepackPlan {
+    pub fn repack(&mut self, g: &'m Gguf, plan: RepackChoice) -> Result<()> {
+        let RepackChoice {
             in_place: mut matrices,
             copies,
             ..
