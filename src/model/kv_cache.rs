@@ -97,16 +97,17 @@ pub struct CacheLayout {
 impl CacheLayout {
     /// The layout of a Gemma model's cache.
     pub fn new(c: &Config, size: ContextSize, swa_full: bool) -> CacheLayout {
-        Self::build(&c.dims, &c.layer_kinds, c.sliding_window, size, swa_full)
+        Self::of_kinds(&c.dims, &c.layer_kinds, c.sliding_window, size, swa_full)
     }
 
     /// The layout for a file of another architecture, from its standard keys: every layer
     /// global (for `inspect`'s memory plan).
     pub fn all_global(d: &Dims, size: ContextSize) -> CacheLayout {
-        Self::build(d, &vec![LayerKind::Global; d.n_layer], None, size, false)
+        Self::of_kinds(d, &vec![LayerKind::Global; d.n_layer], None, size, false)
     }
 
-    fn build(
+    /// The layout of layers of `kinds`, the local ones attending over `window`.
+    pub(crate) fn of_kinds(
         d: &Dims,
         kinds: &[LayerKind],
         window: Option<usize>,

@@ -139,8 +139,8 @@ fn meminfo_available() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::{LayerKind, PerKind};
-    use crate::model::kv_cache::{ContextSize, LayerEntry};
+    use crate::model::config::LayerKind;
+    use crate::model::kv_cache::ContextSize;
 
     fn gemma3_270m() -> Dims {
         Dims {
@@ -156,37 +156,19 @@ mod tests {
         }
     }
 
-    /// The 270M's layout, built here by hand: 5 local layers of window 512 for each global one.
+    /// The 270M's layout: 5 local layers of window 512 for each global one.
     fn layout(n_ctx: usize, n_batch: usize, swa_full: bool) -> CacheLayout {
+        let kinds: Vec<LayerKind> = (0..18)
+            .map(|il| {
+                if il % 6 < 5 {
+                    LayerKind::Local
+                } else {
+                    LayerKind::Global
+                }
+            })
+            .collect();
         let size = ContextSize::resolve(n_ctx, n_batch, 32_768);
-        let ring = if swa_full {
-            size.n_ctx
-        } else {
-            (512 + size.n_batch).min(size.n_ctx)
-        };
-        CacheLayout {
-            size,
-            layers: (0..18)
-                .map(|il| LayerEntry {
-                    kind: if il % 6 < 5 {
-                        LayerKind::Local
-                    } else {
-                        LayerKind::Global
-                    },
-                    n_head_kv: 1,
-                    head_dim_k: 256,
-                    head_dim_v: 256,
-                })
-                .collect(),
-            slots: PerKind {
-                global: size.n_ctx,
-                local: ring,
-            },
-            window: PerKind {
-                global: None,
-                local: Some(512),
-            },
-        }
+        CacheLayout::of_kinds(&gemma3_270m(), &kinds, Some(512), size, swa_full)
     }
 
     #[test]

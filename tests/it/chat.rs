@@ -260,17 +260,7 @@ fn gemma_jinja_template_matches_the_builtin_turn_format() {
 fn real_model_ten_turns_cost_their_own_tokens() {
     let _one = common::exclusive();
     let model = Model::load(common::real_model()).unwrap();
-    let params = SessionParams {
-        n_ctx: 4096,
-        n_batch: 512,
-        n_threads: 2,
-        ..SessionParams::default()
-    };
-    let mut c = Chat::new(
-        Session::new(&model, params).unwrap(),
-        ChatTemplate::for_model(&model, None).unwrap(),
-        Overflow::Stop,
-    );
+    let mut c = common::chat(&model, Overflow::Stop);
     let mut s = sampler(&model);
     let mut prompt_counts = Vec::new();
     for turn in 1..=10 {

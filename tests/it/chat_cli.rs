@@ -4,10 +4,9 @@
 
 use crate::common;
 
-use gemlet::chat::{Chat, ChatTemplate, Overflow};
+use gemlet::chat::Overflow;
 use gemlet::model::Model;
 use gemlet::sampling::{Sampler, SamplerParams};
-use gemlet::session::{Session, SessionParams};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
@@ -63,17 +62,7 @@ fn piped_chat_answers_once_with_the_reply_only() {
 /// new conversation, as the command does, and has no reply).
 fn expected_replies(messages: &[&str], n: usize) -> Vec<String> {
     let model = Model::load(common::real_model()).unwrap();
-    let params = SessionParams {
-        n_ctx: 4096,
-        n_batch: 512,
-        n_threads: 2,
-        ..SessionParams::default()
-    };
-    let mut chat = Chat::new(
-        Session::new(&model, params).unwrap(),
-        ChatTemplate::for_model(&model, None).unwrap(),
-        Overflow::DropOldest,
-    );
+    let mut chat = common::chat(&model, Overflow::DropOldest);
     let mut sampler = Sampler::new(SamplerParams::greedy());
     sampler.ban(model.tokenizer().eog());
     let never = AtomicBool::new(false);

@@ -185,3 +185,49 @@ pub fn rerun_alone(name: &str) -> bool {
     );
     true
 }
+
+/// `field` (a `/proc/self/smaps` line such as `Rss:` or `FilePmdMapped:`) of the mapping of this
+/// process that holds `addr`, in bytes.
+pub fn smaps_bytes(addr: usize, field: &str) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split(' ').next().unwrap_or("");
+        if let Some((a, b)) = range.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if let Some(kb) = line.strip_prefix(field).filter(|_| inside) {
+            return kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+                * 1024;
+        }
+    }
+    panic!("no {field} for a mapping holding {addr:#x}")
+}
+
+/// A chat on `model` with the settings the real-model chat tests share (context 4096, batch
+/// 512, 2 threads).
+pub fn chat(
+    model: &gemlet::model::Model,
+    overflow: gemlet::chat::Overflow,
+) -> gemlet::chat::Chat<'_> {
+    use gemlet::session::{Session, SessionParams};
+    let params = SessionParams {
+        n_ctx: 4096,
+        n_batch: 512,
+        n_threads: 2,
+        ..SessionParams::default()
+    };
+    gemlet::chat::Chat::new(
+        Session::new(model, params).unwrap(),
+        gemlet::chat::ChatTemplate::for_model(model, None).unwrap(),
+        overflow,
+    )
+}

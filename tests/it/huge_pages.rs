@@ -7,6 +7,7 @@
 //! no large folios on this file system), only the bytes are checked, and the test says so.
 #![cfg(target_os = "linux")]
 
+use crate::common::smaps_bytes;
 use gemlet::ggml::Type;
 use gemlet::gguf::{Gguf, GgufWriter, OpenOptions};
 use std::fs::File;
@@ -45,33 +46,6 @@ fn write(path: &Path, seed: u64) -> Vec<u8> {
     tw.finish().unwrap();
     File::open(path).unwrap().sync_all().unwrap();
     data
-}
-
-/// `FilePmdMapped` or `AnonHugePages` of the smaps entry starting at `addr`, in bytes.
-fn smaps_bytes(addr: usize, field: &str) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let start = format!("{addr:x}");
-    let mut inside = false;
-    for line in smaps.lines() {
-        let first = line.split(' ').next().unwrap_or("");
-        if let Some((from, to)) = first.split_once('-') {
-            let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-            if hex(from) && hex(to) {
-                inside = from == start;
-                continue;
-            }
-        }
-        if let Some(kb) = line.strip_prefix(field).filter(|_| inside) {
-            return kb
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .unwrap()
-                * 1024;
-        }
-    }
-    panic!("no {field} for the map at {addr:x}")
 }
 
 fn drop_cache(file: &File) {

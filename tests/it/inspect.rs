@@ -251,33 +251,6 @@ fn parameter_counts_users_quote() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Resident bytes of the mapping that holds `addr`, from /proc/self/smaps.
-fn resident_bytes_of_map_at(addr: usize) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        let range = line.split(' ').next().unwrap_or("");
-        if let Some((a, b)) = range.split_once('-') {
-            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                inside = (a..b).contains(&addr);
-                continue;
-            }
-        }
-        if inside {
-            if let Some(kb) = line.strip_prefix("Rss:") {
-                return kb
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap()
-                    * 1024;
-            }
-        }
-    }
-    panic!("no mapping holds {addr:#x}");
-}
-
 /// Opening a file reads its header, metadata and tensor table, never its tensor data: `inspect`
 /// of a 101 GB file (sparse: only the header is on disk) leaves a few pages of its map
 /// resident and answers at once.
@@ -289,7 +262,7 @@ fn opening_a_101_gb_file_reads_only_its_header() {
     assert!(len > 100_000_000_000, "{len}");
     let g = Gguf::open(&path).unwrap();
     let t = g.tensor("output.weight").unwrap();
-    let resident = resident_bytes_of_map_at(g.tensor_data(t).as_ptr() as usize);
+    let resident = common::smaps_bytes(g.tensor_data(t).as_ptr() as usize, "Rss:");
     // The header and tensor table (~60 KB) and readahead around them: a few MiB at most.
     assert!(
         resident < 16 << 20,
