@@ -55,28 +55,14 @@ Ctrl-C during a reply stops it; the partial reply stays in the conversation.";
 
 pub fn run(args: &ChatArgs) -> Result<(), CliError> {
     let path = super::model_path(args.model.run.model.as_deref())?;
-    let interactive = std::io::stdin().is_terminal();
     let model = load_with_spinner(&path, args.model.open_options())?;
-    let source = match &args.chat_template_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| CliError::Usage(format!("reading {}: {e}", f.display())))?,
-        ),
-        None => None,
-    };
-    let template =
-        ChatTemplate::for_model(&model, source.as_deref()).map_err(crate::chat::ChatError::from)?;
-    let template_name = match (&args.chat_template_file, template.is_builtin()) {
-        (Some(f), _) => f.display().to_string(),
-        (None, true) => "Gemma turns (the file has no chat template)".into(),
-        (None, false) => crate::chat::TEMPLATE_KEY.into(),
-    };
-    let session = Session::new(&model, args.model.session_params())?;
+    let (template, template_name) = template(&model, args.chat_template_file.as_deref())?;
     let overflow = if args.no_context_shift {
         Overflow::Stop
     } else {
         Overflow::DropOldest
     };
+    let session = Session::new(&model, args.model.session_params())?;
     let mut chat = Chat::new(session, template, overflow);
     if let Some(s) = &args.system_prompt {
         chat.set_system(s);
@@ -85,11 +71,54 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
     if args.ignore_eos {
         sampler.ban(model.tokenizer().eog());
     }
-    let n_predict = usize::try_from(args.n_predict).unwrap_or(usize::MAX);
+    let mut turn = Turn {
+        chat,
+        sampler,
+        n_predict: usize::try_from(args.n_predict).unwrap_or(usize::MAX),
+        overflow,
+    };
+    if !std::io::stdin().is_terminal() {
+        return turn.answer_once(args.prompt.as_deref());
+    }
+    banner(&model, &turn.chat, &path, &template_name);
+    turn.converse(args.prompt.clone())
+}
 
-    if !interactive {
-        let message = match &args.prompt {
-            Some(p) => p.clone(),
+/// The model's chat template, or the file given instead, and how the banner names it.
+fn template(
+    model: &Model,
+    file: Option<&std::path::Path>,
+) -> Result<(ChatTemplate, String), CliError> {
+    let source = match file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| CliError::Usage(format!("reading {}: {e}", f.display())))?,
+        ),
+        None => None,
+    };
+    let template =
+        ChatTemplate::for_model(model, source.as_deref()).map_err(crate::chat::ChatError::from)?;
+    let name = match (file, template.is_builtin()) {
+        (Some(f), _) => f.display().to_string(),
+        (None, true) => "Gemma turns (the file has no chat template)".into(),
+        (None, false) => crate::chat::TEMPLATE_KEY.into(),
+    };
+    Ok((template, name))
+}
+
+/// A conversation and how its replies are generated.
+struct Turn<'m> {
+    chat: Chat<'m>,
+    sampler: Sampler,
+    n_predict: usize,
+    overflow: Overflow,
+}
+
+impl Turn<'_> {
+    /// Piped: one message (`-p`, or all of stdin), and only the reply printed.
+    fn answer_once(&mut self, prompt: Option<&str>) -> Result<(), CliError> {
+        let message = match prompt {
+            Some(p) => p.to_string(),
             None => {
                 let mut s = String::new();
                 std::io::stdin()
@@ -103,112 +132,130 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
         }
         let never = AtomicBool::new(false);
         let mut out = std::io::stdout().lock();
-        chat.send(&message, &mut sampler, n_predict, &never, |t| {
-            let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
-        })?;
+        self.chat
+            .send(&message, &mut self.sampler, self.n_predict, &never, |t| {
+                let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+            })?;
         let _ = writeln!(out);
-        return Ok(());
+        Ok(())
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let replying = Arc::new(AtomicBool::new(false));
-    {
-        // Ctrl-C while a reply streams stops it; at the prompt the line editor sees the key
-        // itself (raw mode), so the handler never runs there.
-        // On a terminal the line editor does not take raw mode on (TERM=dumb), Ctrl-C at the
-        // prompt arrives here too: then it leaves, as it does in raw mode.
-        let (stop, replying) = (stop.clone(), replying.clone());
-        ctrlc::set_handler(move || {
-            if replying.load(Ordering::Relaxed) {
-                stop.store(true, Ordering::Relaxed);
-            } else {
-                std::process::exit(130);
-            }
-        })
-        .map_err(|e| CliError::Usage(format!("installing the Ctrl-C handler: {e}")))?;
-    }
-    banner(&model, &chat, &path, &template_name);
-    let mut editor = rustyline::DefaultEditor::new()
-        .map_err(|e| CliError::Usage(format!("starting the line editor: {e}")))?;
-    let mut last: Option<TurnStats> = None;
-    let mut pending = args.prompt.clone();
-    loop {
-        let line = match pending.take() {
-            Some(p) => {
-                println!("> {p}");
-                p
-            }
-            None => match read_message(&mut editor)? {
-                Some(l) => l,
-                None => break,
-            },
-        };
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        if let Some(cmd) = text.strip_prefix('/') {
-            let (name, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
-            match name {
-                "exit" | "quit" | "bye" => break,
-                "help" | "?" => eprintln!("{HELP}"),
-                "clear" => {
-                    chat.clear();
-                    eprintln!("(new conversation)");
+    /// On a terminal: messages and commands until /exit, Ctrl-D, or Ctrl-C at the prompt.
+    fn converse(&mut self, first: Option<String>) -> Result<(), CliError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let replying = Arc::new(AtomicBool::new(false));
+        {
+            // Ctrl-C while a reply streams stops it; at the prompt the line editor sees the
+            // key itself (raw mode), so the handler never runs there.
+            // On a terminal the line editor does not take raw mode on (TERM=dumb), Ctrl-C at
+            // the prompt arrives here too: then it leaves, as it does in raw mode.
+            let (stop, replying) = (stop.clone(), replying.clone());
+            ctrlc::set_handler(move || {
+                if replying.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                } else {
+                    std::process::exit(130);
                 }
-                "system" => match rest.trim() {
-                    "" => eprintln!("system prompt: {}", chat.system().unwrap_or("(none)")),
-                    "-" => {
-                        chat.set_system("");
-                        eprintln!("(system prompt removed)");
-                    }
-                    s => {
-                        chat.set_system(s);
-                        eprintln!("(system prompt set)");
-                    }
+            })
+            .map_err(|e| CliError::Usage(format!("installing the Ctrl-C handler: {e}")))?;
+        }
+        let mut editor = rustyline::DefaultEditor::new()
+            .map_err(|e| CliError::Usage(format!("starting the line editor: {e}")))?;
+        let mut last: Option<TurnStats> = None;
+        let mut pending = first;
+        loop {
+            let line = match pending.take() {
+                Some(p) => {
+                    println!("> {p}");
+                    p
+                }
+                None => match read_message(&mut editor)? {
+                    Some(l) => l,
+                    None => break,
                 },
-                "stats" => eprintln!("{}", stats_text(last.as_ref(), &chat)),
-                _ => eprintln!("unknown command /{name}; /help lists them"),
+            };
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
             }
-            continue;
+            if let Some(cmd) = text.strip_prefix('/') {
+                if !self.command(cmd, last.as_ref()) {
+                    break;
+                }
+                continue;
+            }
+            stop.store(false, Ordering::Relaxed);
+            replying.store(true, Ordering::Relaxed);
+            let mut out = std::io::stdout().lock();
+            let result = self
+                .chat
+                .send(text, &mut self.sampler, self.n_predict, &stop, |t| {
+                    let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+                });
+            drop(out);
+            replying.store(false, Ordering::Relaxed);
+            println!();
+            match result {
+                Ok(stats) => {
+                    self.report(&stats);
+                    last = Some(stats);
+                }
+                Err(e) => eprintln!("error: {e}"),
+            }
         }
-        stop.store(false, Ordering::Relaxed);
-        replying.store(true, Ordering::Relaxed);
-        let mut out = std::io::stdout().lock();
-        let result = chat.send(text, &mut sampler, n_predict, &stop, |t| {
-            let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
-        });
-        drop(out);
-        replying.store(false, Ordering::Relaxed);
-        println!();
-        match result {
-            Ok(stats) => {
-                match stats.stop {
-                    Stop::Interrupted => eprintln!("(stopped)"),
-                    Stop::ContextFull => eprintln!(
-                        "(the context is full: {} of {} positions; the next message {})",
-                        stats.n_past,
-                        stats.n_ctx,
-                        if overflow == Overflow::DropOldest {
-                            "drops the oldest exchanges"
-                        } else {
-                            "is refused: /clear starts over"
-                        }
-                    ),
-                    Stop::Limit | Stop::EndOfGeneration => {}
-                }
-                if stats.dropped_turns > 0 {
-                    eprintln!(
-                        "(dropped the {} oldest exchange(s) to fit the context)",
-                        stats.dropped_turns
-                    );
-                }
-                last = Some(stats);
+        Ok(())
+    }
+
+    /// Runs the command `cmd` (the line after its `/`); false for /exit.
+    fn command(&mut self, cmd: &str, last: Option<&TurnStats>) -> bool {
+        let (name, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+        match name {
+            "exit" | "quit" | "bye" => return false,
+            "help" | "?" => eprintln!("{HELP}"),
+            "clear" => {
+                self.chat.clear();
+                eprintln!("(new conversation)");
             }
-            Err(e) => eprintln!("error: {e}"),
+            "system" => match rest.trim() {
+                "" => eprintln!("system prompt: {}", self.chat.system().unwrap_or("(none)")),
+                "-" => {
+                    self.chat.set_system("");
+                    eprintln!("(system prompt removed)");
+                }
+                s => {
+                    self.chat.set_system(s);
+                    eprintln!("(system prompt set)");
+                }
+            },
+            "stats" => eprintln!("{}", stats_text(last, &self.chat)),
+            _ => eprintln!("unknown command /{name}; /help lists them"),
+        }
+        true
+    }
+
+    /// What the user should know after a reply: why it stopped early, dropped exchanges.
+    fn report(&self, stats: &TurnStats) {
+        match stats.stop {
+            Stop::Interrupted => eprintln!("(stopped)"),
+            Stop::ContextFull => eprintln!(
+                "(the context is full: {} of {} positions; the next message {})",
+                stats.n_past,
+                stats.n_ctx,
+                if self.overflow == Overflow::DropOldest {
+                    "drops the oldest exchanges"
+                } else {
+                    "is refused: /clear starts over"
+                }
+            ),
+            Stop::Limit | Stop::EndOfGeneration => {}
+        }
+        if stats.dropped_turns > 0 {
+            eprintln!(
+                "(dropped the {} oldest exchange(s) to fit the context)",
+                stats.dropped_turns
+            );
         }
     }
-    Ok(())
 }
 
 /// A user message from the terminal: one line, lines joined by a trailing `\`, or a `"""`
