@@ -13,7 +13,8 @@
 #                                                       llama-quantize, llama-tokenize, llama-gguf-split,
 #                                                       llama-perplexity, libllama.so, libggml*.so)
 # Notes:
-#  * GGML_NATIVE is on (the default): binaries use -march=native and are not portable.
+#  * GGML_NATIVE is on (the default): binaries use -march=native and are not portable; AMX is
+#    left out (see CMAKE_ARGS).
 #  * `pip download --no-binary :all:` would build cmake and ninja from source just to read the
 #    sdist's metadata (many minutes of CPU); --no-binary llama-cpp-python avoids that.
 #  * The classic CLI is `llama-completion` here; `llama-cli` needs the server build (not built).
@@ -34,6 +35,15 @@ STAMP="$BUILD/.llama-cpp-ref-built"
 TARGETS=(llama llama-bench llama-completion llama-simple llama-quantize llama-tokenize llama-gguf-split llama-perplexity)
 CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF
             -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMIT=$COMMIT)
+# No AMX on x86: -march=native turns it on where the CPU reports it, and llama.cpp then moves
+# Q4_0/Q8_0 weights to its AMX buffer type. gemlet never uses that buffer type (it repacks
+# through CPU_REPACK), so the reference would run other kernels than gemlet's, and in a VM whose
+# CPU reports AMX without enabling its tile state (seen: a Xeon with amx_tile in cpuid), the
+# first AMX instruction is SIGILL. Explicit -mno-* flags win over -march's whatever the order.
+if [ "$(uname -m)" = x86_64 ]; then
+  CMAKE_ARGS+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+               "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+fi
 STAMP_TEXT="llama-cpp-python $VER / llama.cpp $COMMIT / ${CMAKE_ARGS[*]} / ${TARGETS[*]}"
 
 print_paths() {

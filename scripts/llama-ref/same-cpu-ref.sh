@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # llama.cpp's greedy runs of the Q4_0 model with weight repacking off and on -- the kernels
 # gemlet runs by default and with --repack -- made on THIS machine, for
-# tests/real_model_greedy.rs's same-kernels tests.
+# tests/it/real_model_greedy.rs's same-kernels tests.
 #
 # Why on this machine: ggml's kernels sum in a different order on different CPUs (AVX2 or
 # AVX-512, their widths and tile sizes), and over 18 layers that moves logits by up to 2 (measured:
@@ -22,7 +22,7 @@ llama="${LLAMA_DIR:-$HOME/.cache/llama-cpp-ref}"
 model="${GEMLET_MODELS:-$HOME/.cache/gemlet/models}/gemma-3-270m-q4_0.gguf"
 mkdir -p "$out_dir"
 
-# The same signature tests/common computes: the first processor's model name and flags.
+# The same signature tests/it/common.rs computes: the first processor's model name and flags.
 cpu="$(awk -F': ' '/^model name/ && !m {print; m=1} /^(flags|Features)/ && !f {print; f=1}' /proc/cpuinfo)"
 fresh() { [ -f "$1" ] && [ "$(cat "$1.cpu" 2>/dev/null)" = "$cpu" ]; }
 if fresh "$out_dir/gemma3-270m-q4_0-no-repack-greedy.jsonl" && fresh "$out_dir/gemma3-270m-q4_0-repack-greedy.jsonl"; then

@@ -2,7 +2,7 @@
 //! repacked matrix is a copy in ggml's interleaved layout, and the mapped pages it replaces
 //! are given back. The default's copies for K-quants are used by batches only, and counted by
 //! the memory plan. (That the logits are llama.cpp's with repacking is
-//! tests/real_model_greedy.rs and tests/tiny_models.rs.)
+//! real_model_greedy.rs and tiny_models.rs.)
 
 use crate::common;
 
@@ -114,7 +114,7 @@ fn check(opts: OpenOptions) {
 
     // The released pages are not needed any more, and the repacked weights compute the same
     // next token (the logits differ only by the kernels' summation order: tolerance as in
-    // tests/real_model_greedy.rs between equally valid kernels).
+    // real_model_greedy.rs between equally valid kernels).
     s.eval(&prompt).unwrap();
     // Computing touches the tensors beside each released range (norms, the embedding rows):
     // on huge pages that would bring a whole 2 MiB page back with them.

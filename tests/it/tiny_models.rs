@@ -9,7 +9,7 @@
 //!   another order with other vector widths (llamafile's sgemm tiles, the F16 dot products): on
 //!   the CPU that made the fixture gemlet was within 5e-6 (the fixture's print precision); on
 //!   an AVX2 Zen 1 it is within 6.7e-4 (F32) to 2.7e-2 (gemma Q8_0), mean at most 7.6e-4.
-//!   Agreement to rounding on one CPU is tests/real_model_greedy.rs's same-kernels test.
+//!   Agreement to rounding on one CPU is real_model_greedy.rs's same-kernels test.
 //! - one batch, Q4_0/Q4_K weights: 0.12, mean 0.02. The reference ran with weight repacking
 //!   (other kernels for these types); with `--no-repack` gemlet runs the plain ones, and
 //!   llama.cpp itself moves by up to 0.096 between the two, plus the CPU's spread above.
