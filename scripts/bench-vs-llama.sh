@@ -12,7 +12,9 @@
 #   -t LIST      thread counts (default: 2)
 #   -m LIST      model files (default: the Q4_K_M model; with --all also Q8_0 and Q4_0, which
 #                scripts/fetch-model.sh makes when LLAMA_QUANTIZE is set)
-#   --rounds N   alternations of llama-bench and gemlet bench (default 3)
+#   --rounds N   alternations of llama-bench and gemlet bench (default 3); the paired ratios
+#                at the end give a 95% confidence interval over the rounds, which needs
+#                more of them (8 or more) to resolve differences of a few percent
 #   -r N         repetitions inside each run (default 2; each run also warms up)
 #   -p N, -n N   prompt and generated tokens of the pp/tg tests (default 512, 128)
 # env: GEMLET (a gemlet binary; default: cargo build --release), LLAMA_DIR (default
@@ -145,7 +147,7 @@ for model in $models; do
 done
 
 python3 - "$work" "$bw" <<'EOF'
-import json, re, statistics, sys
+import json, math, re, statistics, sys
 work, bw = sys.argv[1], float(sys.argv[2])
 tags = open(f"{work}/tags").read().split()
 
@@ -191,6 +193,37 @@ def ttft_ms(tag, tool):
         return float(m.group(1)) if m else float("nan")
     return runs(tag, tool, one)
 
+def round_means(tag, tool):
+    """Per test: each round's mean t/s, in round order."""
+    out, i = {}, 1
+    while True:
+        try:
+            rows = json.load(open(f"{work}/{tag}.{tool}.{i}.json"))
+        except FileNotFoundError:
+            break
+        for r in rows:
+            name = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+            out.setdefault(name, []).append(statistics.mean(r["samples_ts"]))
+        i += 1
+    return out
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 14: 2.145, 16: 2.120, 20: 2.086, 30: 2.042}
+
+def paired_ratio(a, b):
+    """The ratio a / b from rounds run side by side: the geometric mean of the per-round
+    ratios and its 95% confidence interval (t over the rounds' log-ratios), so that a host
+    that is busier in one round than another moves both sides of that round's ratio."""
+    logs = [math.log(x / y) for x, y in zip(a, b)]
+    n = len(logs)
+    m = statistics.mean(logs)
+    if n < 2:
+        return math.exp(m), float("nan"), float("nan"), n
+    t = T95.get(n - 1) or T95[max(k for k in T95 if k <= n - 1)]
+    half = t * statistics.stdev(logs) / math.sqrt(n)
+    return math.exp(m), math.exp(m - half), math.exp(m + half), n
+
 def fmt(xs):
     return f"{statistics.mean(xs):8.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:5.2f}"
 
@@ -226,6 +259,22 @@ for tag in tags:
         h = f(tag, "llama-huge")
         cells.append(f"{h:8.1f} | {f(tag, variants[0]) / h:.3f}")
         print(f"| {tag} | {name}, {unit} (median) | {l:8.1f} | " + " | ".join(cells) + " |")
+print()
+print("Paired ratios, per round (each round runs every program once, one after the other): the")
+print("geometric mean of the rounds' ratios and its 95% confidence interval. An interval that")
+print("holds 1 does not resolve a difference.")
+print("| model, threads | test | ratio | mean | 95% interval | rounds |")
+print("| --- | --- | --- | ---: | --- | ---: |")
+for tag in tags:
+    r = {tool: round_means(tag, tool) for tool in ["llama"] + variants}
+    for test in r["llama"]:
+        pairs = [("gemlet / llama.cpp", "gemlet", "llama"),
+                 ("gemlet --no-repack / llama.cpp", "gemlet-norepack", "llama"),
+                 ("gemlet (default) / --no-repack", "gemlet", "gemlet-norepack")]
+        for label, a, b in pairs:
+            if test in r[a] and test in r[b]:
+                m, lo, hi, n = paired_ratio(r[a][test], r[b][test])
+                print(f"| {tag} | {test} | {label} | {m:.3f} | {lo:.3f} – {hi:.3f} | {n} |")
 print()
 print(f"memory read bandwidth: {bw:.1f} GB/s")
 for tag, size, l, gs, h in fractions:

@@ -112,6 +112,12 @@ impl<'c> Graph<'c> {
         self.raw.as_ptr()
     }
 
+    /// The names of the graph's nodes, in compute order (to compare a graph with llama.cpp's
+    /// node by node).
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes().map(|t| tensor_name(t)).collect()
+    }
+
     pub fn n_nodes(&self) -> usize {
         // SAFETY: live graph.
         unsafe { sys::ggml_graph_n_nodes(self.raw.as_ptr()) as usize }

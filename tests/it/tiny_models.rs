@@ -207,3 +207,57 @@ fn warm_up_leaves_the_session_as_new() {
         assert_eq!(warm.logits(), cold.logits(), "{name}");
     }
 }
+
+/// The graph's nodes carry llama.cpp's `cb()` names (`attn_norm-3`, `ffn_out-3`,
+/// `result_output`), so that a graph can be compared with llama.cpp's node by node.
+#[test]
+fn graph_nodes_carry_llama_cpp_names() {
+    use gemlet::ggml::Context;
+    use gemlet::model::gemma::{self, BatchShape};
+    use gemlet::model::kv_cache::{CacheLayout, CacheParams, ContextSize, KvCache};
+    use gemlet::model::weights::{Repack, Weights};
+    use gemlet::model::PerKind;
+    let model = Model::load(common::fixture("tiny/tiny-gemma3-f32.gguf")).unwrap();
+    let c = model.config();
+    let w = Weights::bind(model.gguf(), c, Repack::Off).unwrap();
+    let size = ContextSize::resolve(64, 8, c.dims.n_ctx_train);
+    let layout = CacheLayout::new(c, size, false);
+    let cache = KvCache::new(&layout, CacheParams::default()).unwrap();
+    let n = gemma::graph_size(c);
+    let ctx = Context::metadata_only(2 * n, n).unwrap();
+    let shape = BatchShape {
+        n_tokens: 4,
+        n_kv: PerKind {
+            global: layout.slots.global,
+            local: layout.slots.local,
+        },
+        n_out: None,
+    };
+    let f = gemma::build(&ctx, c, &w, &cache, shape, true).unwrap();
+    let names = ctx.resolve_graph(f.graph).node_names();
+    let per_layer = [
+        "attn_norm",
+        "Qcur",
+        "Kcur",
+        "Vcur",
+        "Qcur_normed",
+        "Kcur_normed",
+        "kqv_out",
+        "attn_out",
+        "attn_post_norm",
+        "sa_out",
+        "ffn_norm",
+        "ffn_out",
+        "ffn_post_norm",
+        "l_out",
+    ];
+    for il in 0..c.dims.n_layer {
+        for name in per_layer {
+            let name = format!("{name}-{il}");
+            assert!(names.contains(&name), "no node {name} in {names:?}");
+        }
+    }
+    for name in ["inp_scaled", "result_norm", "result_output"] {
+        assert!(names.iter().any(|n| n == name), "no node {name}");
+    }
+}
