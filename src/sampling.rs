@@ -34,6 +34,33 @@ impl Default for SamplerParams {
 }
 
 impl SamplerParams {
+    /// Checks every value against the range it has a meaning in, naming the flag.
+    pub fn check(&self) -> Result<(), String> {
+        let p = self;
+        let bad = |flag: &str, v: f32, range: &str| Err(format!("{flag} {v}: must be {range}"));
+        if !p.temp.is_finite() {
+            return bad("--temp", p.temp, "a number (0 or less: greedy)");
+        }
+        if !(0.0..=1.0).contains(&p.top_p) {
+            return bad("--top-p", p.top_p, "from 0 to 1");
+        }
+        if !(0.0..=1.0).contains(&p.min_p) {
+            return bad("--min-p", p.min_p, "from 0 to 1");
+        }
+        if !(p.repeat_penalty.is_finite() && p.repeat_penalty > 0.0) {
+            return bad("--repeat-penalty", p.repeat_penalty, "above 0 (1: off)");
+        }
+        for (flag, v) in [
+            ("--presence-penalty", p.presence_penalty),
+            ("--frequency-penalty", p.frequency_penalty),
+        ] {
+            if !v.is_finite() {
+                return bad(flag, v, "a finite number (0: off)");
+            }
+        }
+        Ok(())
+    }
+
     pub fn greedy() -> SamplerParams {
         SamplerParams {
             temp: 0.0,
@@ -124,7 +151,9 @@ impl Sampler {
         } else {
             best_candidates(logits, k, &self.penalized, &self.banned, cand);
             if p.temp <= 0.0 {
-                cand[0].1 = 1.0;
+                if let Some(best) = cand.first_mut() {
+                    best.1 = 1.0;
+                }
                 return cand;
             }
             softmax(cand);
@@ -140,9 +169,11 @@ impl Sampler {
                 .map_or(cand.len(), |i| i + 1);
             cand.truncate(keep.max(1));
         }
-        if p.min_p > 0.0 {
-            let floor = cand[0].1 * p.min_p;
-            cand.retain(|&(_, pr)| pr >= floor);
+        if let (true, Some(&(_, best))) = (p.min_p > 0.0, cand.first()) {
+            let floor = best * p.min_p;
+            // The best token always stays, whatever the floor (min-p above 1, say).
+            let mut first = true;
+            cand.retain(|&(_, pr)| std::mem::take(&mut first) || pr >= floor);
         }
         // Temperature on the surviving logits: p^(1/T), renormalized.
         for c in cand.iter_mut() {
@@ -152,10 +183,18 @@ impl Sampler {
         cand
     }
 
-    /// Picks the next token.
+    /// Picks the next token. Never panics: with every token banned it picks the most likely
+    /// one regardless, and non-finite logits (which a session refuses to hand out) give some
+    /// token rather than a crash.
     pub fn sample(&mut self, logits: &[f32], history: &[TokenId]) -> TokenId {
-        if self.filter(logits, history).len() == 1 {
-            return self.cand[0].0;
+        match self.filter(logits, history).len() {
+            0 => {
+                let best = (0..logits.len())
+                    .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)));
+                return best.unwrap_or(0) as TokenId;
+            }
+            1 => return self.cand[0].0,
+            _ => {}
         }
         let r = self.uniform() as f32;
         let cand = &self.cand;

@@ -26,6 +26,8 @@ pub enum SessionError {
     BadToken { id: TokenId, n_vocab: usize },
     #[error("nothing to evaluate")]
     Empty,
+    #[error("the model computed a logit of {value} at position {position}: its weights or metadata are broken (non-finite numbers)")]
+    NonFiniteLogits { position: usize, value: f32 },
     #[error(
         "the text has {got} tokens; perplexity with a context of {n_ctx} needs at least {needed}"
     )]
@@ -375,7 +377,17 @@ impl<'m> Session<'m> {
             e => e.into(),
         })?;
         if wanted > 0 {
+            let start = self.logits.len();
             t(f.logits).read_f32_into(&mut self.logits)?;
+            // A model whose numbers overflow (a crafted or broken file) would otherwise have
+            // garbage sampled from it.
+            let n_vocab = self.model.config().dims.n_vocab;
+            if let Some(i) = self.logits[start..].iter().position(|x| !x.is_finite()) {
+                return Err(SessionError::NonFiniteLogits {
+                    position: p0 + tokens.len() - wanted + i / n_vocab,
+                    value: self.logits[start + i],
+                });
+            }
         }
         self.tokens.extend_from_slice(tokens);
         Ok(())

@@ -170,7 +170,7 @@ impl ModelArgs {
 #[derive(clap::Args, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = SamplerParams::default().temp)]
+    #[arg(long = "temp", allow_negative_numbers = true, default_value_t = SamplerParams::default().temp)]
     pub temp: f32,
     /// Keep the k most likely tokens (0: all).
     #[arg(long = "top-k", default_value_t = SamplerParams::default().top_k)]
@@ -188,10 +188,10 @@ pub struct SamplingArgs {
     #[arg(long = "repeat-last-n", default_value_t = SamplerParams::default().repeat_last_n)]
     pub repeat_last_n: usize,
     /// Subtracted once from the logit of every recent token.
-    #[arg(long = "presence-penalty", default_value_t = SamplerParams::default().presence_penalty)]
+    #[arg(long = "presence-penalty", allow_negative_numbers = true, default_value_t = SamplerParams::default().presence_penalty)]
     pub presence_penalty: f32,
     /// Subtracted per occurrence from the logit of every recent token.
-    #[arg(long = "frequency-penalty", default_value_t = SamplerParams::default().frequency_penalty)]
+    #[arg(long = "frequency-penalty", allow_negative_numbers = true, default_value_t = SamplerParams::default().frequency_penalty)]
     pub frequency_penalty: f32,
     /// Random seed (default: a random one).
     #[arg(short = 's', long = "seed")]
@@ -199,14 +199,15 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    pub fn params(&self) -> SamplerParams {
+    /// The sampler's parameters, each checked against its range ([`SamplerParams::check`]).
+    pub fn params(&self) -> Result<SamplerParams, super::CliError> {
         let seed = self.seed.unwrap_or_else(|| {
             use std::time::{SystemTime, UNIX_EPOCH};
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         });
-        SamplerParams {
+        let p = SamplerParams {
             temp: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -216,6 +217,8 @@ impl SamplingArgs {
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             seed,
-        }
+        };
+        p.check().map_err(super::CliError::Usage)?;
+        Ok(p)
     }
 }

@@ -67,7 +67,7 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
     if let Some(s) = &args.system_prompt {
         chat.set_system(s);
     }
-    let mut sampler = Sampler::new(args.sampling.params());
+    let mut sampler = Sampler::new(args.sampling.params()?);
     if args.ignore_eos {
         sampler.ban(model.tokenizer().eog());
     }

@@ -42,7 +42,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     session.eval(&prompt_ids)?;
     let prompt_s = t_prompt.elapsed().as_secs_f64();
 
-    let mut sampler = Sampler::new(args.sampling.params());
+    let mut sampler = Sampler::new(args.sampling.params()?);
     if args.ignore_eos {
         sampler.ban(model.tokenizer().eog());
     }

@@ -88,6 +88,44 @@ types! {
 }
 
 impl Type {
+    /// Whether ggml's CPU backend multiplies a matrix of this type (its `type_traits_cpu` has a
+    /// `vec_dot`; tests/it/ggml_ops.rs checks this list against the vendored source): a weight
+    /// of any other type would reach a NULL kernel. Every such type also dequantizes, so rows
+    /// of it can be looked up (`get_rows`).
+    pub fn has_cpu_matmul(self) -> bool {
+        use Type::*;
+        matches!(
+            self,
+            F32 | F16
+                | BF16
+                | Q1_0
+                | Q2_0
+                | Q4_0
+                | Q4_1
+                | Q5_0
+                | Q5_1
+                | Q8_0
+                | MXFP4
+                | NVFP4
+                | Q2_K
+                | Q3_K
+                | Q4_K
+                | Q5_K
+                | Q6_K
+                | IQ2_XXS
+                | IQ2_XS
+                | IQ3_XXS
+                | IQ3_S
+                | IQ2_S
+                | IQ1_S
+                | IQ1_M
+                | IQ4_NL
+                | IQ4_XS
+                | TQ1_0
+                | TQ2_0
+        )
+    }
+
     /// The ggml type id.
     pub fn id(self) -> u32 {
         self as u32

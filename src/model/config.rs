@@ -348,6 +348,25 @@ impl Config {
                 self.norm_eps
             ));
         }
+        for (key, v) in [
+            ("rope.scaling.factor", self.rope_scale.global),
+            ("rope.scaling.factor (local layers)", self.rope_scale.local),
+            ("attn_logit_softcapping", self.attn_softcap.unwrap_or(1.0)),
+            ("final_logit_softcapping", self.final_softcap.unwrap_or(1.0)),
+            ("attention scale", self.query_scale),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!(
+                    "{key} gives {v}: it must be a finite number above 0"
+                ));
+            }
+        }
+        if !(self.rope_base.global.is_finite() && self.rope_base.local.is_finite()) {
+            return bad(format!(
+                "rope bases {} / {} must be finite",
+                self.rope_base.global, self.rope_base.local
+            ));
+        }
         if !(self.rope_base.global > 1.0 && self.rope_base.local > 1.0) {
             return bad(format!(
                 "rope bases {} / {} must exceed 1",

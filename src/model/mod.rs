@@ -84,6 +84,12 @@ pub enum ModelError {
     Config(String),
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
+    #[error("tensor '{tensor}' is {found}, expected {expected}")]
+    TensorType {
+        tensor: String,
+        found: crate::ggml::Type,
+        expected: &'static str,
+    },
     #[error("tensor '{tensor}' has shape {found:?}, expected {expected:?}")]
     Shape {
         tensor: String,

@@ -108,6 +108,23 @@ impl<'m> Weights<'m> {
                     found: info.dims.clone(),
                 });
             }
+            // Norms are multiplied element-wise with F32 activations, which ggml's binary ops
+            // take only in F32; matrices must have a CPU kernel.
+            let (ok, expected) = if dims.len() == 1 {
+                (info.ty == Type::F32, "f32 (a norm)")
+            } else {
+                (
+                    info.ty.has_cpu_matmul(),
+                    "a type ggml's CPU kernels multiply (f32, f16, bf16, q4_0, q8_0, the K- and IQ-quants, ...)",
+                )
+            };
+            if !ok {
+                return Err(ModelError::TensorType {
+                    tensor: name.to_string(),
+                    found: info.ty,
+                    expected,
+                });
+            }
             let t = ctx.tensor_from_bytes(info.ty, &info.shape(), name, g.tensor_data(info))?;
             Ok(ctx.id_of(t))
         };

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use gemlet::ggml::Type;
 use gemlet::gguf::{Gguf, GgufWriter, Value};
 use gemlet::model::Model;
 use std::path::{Path, PathBuf};
@@ -158,6 +159,180 @@ fn bad_models_are_clear_errors() {
     assert!(e.contains("512 tokens") && e.contains("511 rows"), "{e}");
 
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The tiny gemma3 model with metadata `key` set to `value` (added when it is missing).
+fn with_key(dir: &Path, key: &str, value: Value<'static>) -> PathBuf {
+    let src = Gguf::open(common::fixture("tiny/tiny-gemma3-f32.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.set(k, owned(v));
+    }
+    w.set(key, value);
+    for t in src.tensors() {
+        w.add_tensor(&t.name, t.ty, &t.dims).unwrap();
+    }
+    let path = dir.join(format!("{key}.gguf"));
+    let mut tw = w.create(&path).unwrap();
+    for t in src.tensors() {
+        tw.write_tensor(src.tensor_data(t)).unwrap();
+    }
+    tw.finish().unwrap();
+    path
+}
+
+/// The tiny gemma3 model with tensor `tensor` stored as `ty` (its bytes zero, or `fill`).
+fn retyped(dir: &Path, name: &str, tensor: &str, ty: Type, fill: Option<&[u8]>) -> PathBuf {
+    let src = Gguf::open(common::fixture("tiny/tiny-gemma3-f32.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.set(k, owned(v));
+    }
+    let mut data = Vec::new();
+    for t in src.tensors() {
+        let ty = if t.name == tensor { ty } else { t.ty };
+        w.add_tensor(&t.name, ty, &t.dims).unwrap();
+        let rows: u64 = t.dims[1..].iter().product();
+        let n = (ty.row_bytes(t.dims[0]).unwrap() * rows) as usize;
+        data.push(match (t.name == tensor, fill) {
+            (true, Some(f)) => f.iter().copied().cycle().take(n).collect(),
+            (true, None) => vec![0; n],
+            (false, _) => src.tensor_data(t).to_vec(),
+        });
+    }
+    let path = dir.join(format!("{name}.gguf"));
+    let mut tw = w.create(&path).unwrap();
+    for d in &data {
+        tw.write_tensor(d).unwrap();
+    }
+    tw.finish().unwrap();
+    path
+}
+
+/// Weights of types the graph cannot compute crashed the process inside ggml (SIGABRT in its
+/// binary ops and get_rows, SIGSEGV on a NULL mul_mat kernel): now they are refused at load,
+/// naming the tensor and its type.
+#[test]
+fn weights_of_types_ggml_cannot_compute_are_refused() {
+    let dir = common::scratch("bad-types");
+    for (tensor, ty) in [
+        ("output_norm.weight", Type::F16),
+        ("output_norm.weight", Type::BF16),
+        ("output_norm.weight", Type::I32),
+        ("token_embd.weight", Type::I8),
+        ("blk.0.attn_k.weight", Type::I32),
+        ("blk.0.attn_k.weight", Type::F64),
+        ("blk.0.attn_k.weight", Type::Q8_1),
+    ] {
+        let p = retyped(&dir, &format!("{tensor}-{}", ty.name()), tensor, ty, None);
+        let e = load_error(&p);
+        assert!(
+            e.contains(&format!("'{tensor}'")) && e.contains(ty.name()),
+            "{tensor} as {ty}: {e}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// NaN in a weight, or a soft-cap of infinity, used to hand NaN logits to the sampler (which
+/// panicked, or printed garbage greedily): now the metadata is refused, and non-finite logits
+/// stop the run with an error.
+#[test]
+fn non_finite_numbers_are_errors_not_garbage() {
+    let dir = common::scratch("non-finite");
+    let nan = f32::NAN.to_le_bytes();
+    let p = retyped(
+        &dir,
+        "nan-norm",
+        "output_norm.weight",
+        Type::F32,
+        Some(&nan),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .args(["generate", "-n", "2", "--temp", "0", "-p", "hi", "-m"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("logit of NaN"), "{stderr}");
+
+    for (key, v) in [
+        ("gemma3.final_logit_softcapping", f32::INFINITY),
+        ("gemma3.rope.freq_base", f32::INFINITY),
+        ("gemma3.rope.scaling.factor", f32::NAN),
+        ("gemma3.rope.scaling.factor", -1.0),
+    ] {
+        let p = with_key(&dir, key, Value::F32(v));
+        let e = load_error(&p);
+        let short = key.trim_start_matches("gemma3.");
+        let named = e.contains(short) || (short == "rope.freq_base" && e.contains("rope bases"));
+        assert!(named && !e.contains("panicked"), "{key} = {v}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sampling_flags_out_of_range_are_refused_with_the_range() {
+    let m = common::fixture("tiny/tiny-gemma3-f32.gguf");
+    for (flag, value, range) in [
+        ("--min-p", "2", "from 0 to 1"),
+        ("--top-p", "-0.5", "from 0 to 1"),
+        ("--repeat-penalty", "0", "above 0"),
+        ("--repeat-penalty", "nan", "above 0"),
+        ("--frequency-penalty", "-inf", "finite"),
+        ("--temp", "nan", "a number"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+            .args(["generate", "-n", "2", "-p", "hi", "-m"])
+            .arg(&m)
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(range) && !stderr.contains("panicked"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    // A negative temperature is greedy, as in llama.cpp, and written as such.
+    let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .args(["generate", "-n", "2", "-p", "hi", "--temp", "-1", "-m"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every token banned, or min-p above the best token's probability: the sampler still picks
+/// a token, never indexes an empty list.
+#[test]
+fn the_sampler_never_panics() {
+    use gemlet::sampling::{Sampler, SamplerParams};
+    let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+    for p in [
+        SamplerParams::greedy(),
+        SamplerParams {
+            min_p: 1.0,
+            ..SamplerParams::default()
+        },
+        SamplerParams {
+            top_k: 0,
+            min_p: 1.0,
+            ..SamplerParams::default()
+        },
+    ] {
+        let mut s = Sampler::new(p);
+        s.ban(&(0..50).collect::<Vec<u32>>());
+        assert!((s.sample(&logits, &[]) as usize) < 50);
+        let mut s = Sampler::new(p);
+        assert!((s.sample(&logits, &[]) as usize) < 50);
+    }
 }
 
 #[test]

@@ -538,3 +538,30 @@ fn a_graph_allocated_before_the_latest_one_is_refused() {
     let err = exec.compute(&small.resolve_graph(g1)).unwrap_err();
     assert!(matches!(err, GgmlError::StaleGraph), "{err}");
 }
+
+/// `Type::has_cpu_matmul`, which decides the weight types a model may have, is exactly the list
+/// of types whose entry in the vendored ggml's `type_traits_cpu` has a `vec_dot` kernel.
+#[test]
+fn cpu_matmul_types_are_the_vendored_ggml_s() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/vendor/ggml/src/ggml-cpu/ggml-cpu.c"
+    ))
+    .unwrap();
+    let table = &src[src.find("type_traits_cpu[GGML_TYPE_COUNT] = {").unwrap()..];
+    let table = &table[..table.find("\n};").unwrap()];
+    let mut vendored: Vec<String> = table
+        .split("[GGML_TYPE_")
+        .skip(1)
+        .filter(|entry| entry.contains(".vec_dot ") || entry.contains(".vec_dot="))
+        .map(|entry| entry.split(']').next().unwrap().to_lowercase())
+        .collect();
+    let mut ours: Vec<String> = Type::ALL
+        .iter()
+        .filter(|t| t.has_cpu_matmul())
+        .map(|t| t.name().to_lowercase())
+        .collect();
+    vendored.sort();
+    ours.sort();
+    assert_eq!(ours, vendored);
+}
