@@ -35,7 +35,10 @@ pub fn perplexity(
 ) -> Result<Perplexity> {
     let n_ctx = session.params().n_ctx;
     let available = tokens.len() / n_ctx;
-    if n_ctx < 2 || tokens.len() < 2 * n_ctx {
+    if n_ctx < 2 {
+        return Err(SessionError::ContextTooSmall { n_ctx, needed: 2 });
+    }
+    if tokens.len() < 2 * n_ctx {
         return Err(SessionError::TextTooShort {
             needed: 2 * n_ctx,
             got: tokens.len(),

@@ -28,6 +28,8 @@ pub enum SessionError {
     Empty,
     #[error("the model computed a logit of {value} at position {position}: its weights or metadata are broken (non-finite numbers)")]
     NonFiniteLogits { position: usize, value: f32 },
+    #[error("a context of {n_ctx} tokens is too small here: use -c {needed} or more")]
+    ContextTooSmall { n_ctx: usize, needed: usize },
     #[error(
         "the text has {got} tokens; perplexity with a context of {n_ctx} needs at least {needed}"
     )]

@@ -27,6 +27,8 @@ pub enum ChatError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error("the chat template renders this conversation as no tokens at all")]
+    EmptyPrompt,
     #[error(
         "the conversation needs {needed} tokens but the context holds {n_ctx}: {}",
         if *.shift { "the message alone is too long (raise -c)" }
@@ -176,6 +178,10 @@ impl<'m> Chat<'m> {
         self.cache_end = CacheEnd::Other;
         self.session.truncate(prompt.keep);
         let mut reused = prompt.keep;
+        if prompt.tokens.is_empty() && reused == 0 {
+            self.turns.pop();
+            return Err(ChatError::EmptyPrompt);
+        }
         let evaluated = if prompt.tokens.is_empty() {
             // The whole prompt is cached but its logits are not: evaluate its last token again.
             reused -= 1;

@@ -121,6 +121,48 @@ fn print(text: &str) -> Result<(), CliError> {
     }
 }
 
+/// Rewrites llama.cpp's flags that are several letters after one dash (`-ctk`), which clap's
+/// short options cannot be, to their long names: only where a flag stands, never as the value
+/// of the option before it (`-p -ctk` is a prompt) nor after `--`.
+fn rewrite_llama_flags(args: &mut [std::ffi::OsString]) {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let sub = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|name| cli.find_subcommand(name));
+    let takes_value = |flag: &str| {
+        sub.is_some_and(|s| {
+            s.get_arguments().any(|a| {
+                let long = flag.strip_prefix("--").is_some_and(|l| {
+                    a.get_long() == Some(l) || a.get_all_aliases().is_some_and(|al| al.contains(&l))
+                });
+                let short = flag.strip_prefix('-').and_then(|c| {
+                    let mut c = c.chars();
+                    c.next().filter(|_| c.next().is_none())
+                });
+                let short = short.is_some_and(|c| a.get_short() == Some(c));
+                (long || short) && a.get_action().takes_values()
+            })
+        })
+    };
+    let mut value_next = false;
+    for a in args.iter_mut().skip(2) {
+        if std::mem::take(&mut value_next) {
+            continue;
+        }
+        if a == "--" {
+            break;
+        }
+        if let Some((_, long)) = args::LLAMA_SHORT_FLAGS.iter().find(|(s, _)| a == s) {
+            *a = long.into();
+        }
+        value_next = a
+            .to_str()
+            .is_some_and(|s| s.starts_with('-') && !s.contains('=') && takes_value(s));
+    }
+}
+
 /// Parses the arguments, runs the command, and turns an error into a message and exit code 1.
 pub fn main() -> ExitCode {
     crate::ggml::link_cpu_check();
@@ -131,11 +173,7 @@ pub fn main() -> ExitCode {
     if first.starts_with('-') && !asks_program && bundled_model().is_some() {
         args.insert(1, "chat".into());
     }
-    for a in args.iter_mut().skip(1) {
-        if let Some((_, long)) = args::LLAMA_SHORT_FLAGS.iter().find(|(s, _)| a == s) {
-            *a = long.into();
-        }
-    }
+    rewrite_llama_flags(&mut args);
     let cli = Cli::parse_from(args);
     let result = match &cli.command {
         Command::Bundle(args) => bundle::run(args),
@@ -164,6 +202,43 @@ mod tests {
         Cli::try_parse_from(std::iter::once("gemlet").chain(args.iter().copied()))
             .unwrap()
             .command
+    }
+
+    fn rewritten(args: &[&str]) -> Vec<String> {
+        let mut a: Vec<std::ffi::OsString> = std::iter::once("gemlet")
+            .chain(args.iter().copied())
+            .map(Into::into)
+            .collect();
+        rewrite_llama_flags(&mut a);
+        a.into_iter()
+            .skip(1)
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn llama_flags_are_rewritten_only_where_a_flag_stands() {
+        assert_eq!(
+            rewritten(&["generate", "-ctk", "q8_0", "-fa", "off"]),
+            ["generate", "--cache-type-k", "q8_0", "--flash-attn", "off"]
+        );
+        // Values of the option before, and everything after `--`, are the user's text.
+        assert_eq!(
+            rewritten(&["generate", "-p", "-ctk", "-nr"]),
+            ["generate", "-p", "-ctk", "--no-repack"]
+        );
+        assert_eq!(
+            rewritten(&["generate", "--prompt", "-fa"]),
+            ["generate", "--prompt", "-fa"]
+        );
+        assert_eq!(
+            rewritten(&["tokenize", "--", "-nr"]),
+            ["tokenize", "--", "-nr"]
+        );
+        assert_eq!(
+            rewritten(&["generate", "--prompt=x", "-nr"]),
+            ["generate", "--prompt=x", "--no-repack"]
+        );
     }
 
     #[test]

@@ -38,24 +38,35 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
     if args.jsonl {
         let stdin = std::io::stdin().lock();
         let mut out = String::new();
-        for (n, line) in stdin.lines().enumerate() {
+        let mut line_ids = |n: usize, line: std::io::Result<String>| -> Result<(), CliError> {
             let line = line.map_err(CliError::Input)?;
             if line.trim().is_empty() {
-                continue;
+                return Ok(());
             }
             let v: Json = serde_json::from_str(&line)
-                .map_err(|e| CliError::Usage(format!("stdin line {}: {e}", n + 1)))?;
+                .map_err(|e| CliError::Usage(format!("stdin line {n}: {e}")))?;
             let text = v["text"].as_str().ok_or_else(|| {
-                CliError::Usage(format!("stdin line {}: no string field \"text\"", n + 1))
+                CliError::Usage(format!("stdin line {n}: no string field \"text\""))
             })?;
-            out.push_str(&json!({ "ids": encode(text)? }).to_string());
+            let ids = encode(text).map_err(|e| CliError::Usage(format!("stdin line {n}: {e}")))?;
+            out.push_str(&json!({ "ids": ids }).to_string());
             out.push('\n');
             if out.len() > 1 << 16 {
                 super::print(&out)?;
                 out.clear();
             }
+            Ok(())
+        };
+        let mut failed = None;
+        for (i, line) in stdin.lines().enumerate() {
+            if let Err(e) = line_ids(i + 1, line) {
+                failed = Some(e);
+                break;
+            }
         }
-        return super::print(&out);
+        // The lines before a bad one keep their output.
+        super::print(&out)?;
+        return failed.map_or(Ok(()), Err);
     }
     let ids = encode(args.text.as_deref().unwrap_or_default())?;
     let mut out = String::new();

@@ -67,7 +67,9 @@ impl Dims {
     pub fn from_metadata(g: &Gguf) -> Option<Dims> {
         let arch = g.architecture().ok()?;
         let u = |k: &str| g.get_u32(&format!("{arch}.{k}")).ok().map(|v| v as usize);
-        let n_layer = u("block_count")?;
+        // Every block has tensors of its own: a larger count would size per-layer tables by
+        // a number the file cannot back.
+        let n_layer = u("block_count").filter(|&n| n <= g.tensors().len())?;
         let n_embd = u("embedding_length")?;
         let n_head = u("attention.head_count").filter(|&h| h > 0)?;
         let n_vocab = g
@@ -198,6 +200,15 @@ impl Config {
         let opt_f = |k: &str| -> Result<Option<f32>> { Ok(g.opt(&key(k), Gguf::get_f32)?) };
 
         let n_layer = u("block_count")?;
+        // Every block has tensors of its own: a count the file cannot hold is refused before
+        // it sizes anything (per-layer tables).
+        if n_layer > g.tensors().len() {
+            return Err(ModelError::Config(format!(
+                "{}: {n_layer} blocks, but the file has only {} tensors",
+                key("block_count"),
+                g.tensors().len()
+            )));
+        }
         let n_embd = u("embedding_length")?;
         let n_head = per_layer_scalar(g, &key("attention.head_count"), n_layer)?;
         let n_head_kv = match g.get(&key("attention.head_count_kv")) {
@@ -419,7 +430,11 @@ fn per_layer_scalar(g: &Gguf, key: &str, n_layer: usize) -> Result<usize> {
                     found: format!("array of {}", a.elem_type()),
                 })
             })?;
-            if values.len() != n_layer || values.iter().any(|&v| v != values[0]) || values[0] < 0 {
+            if values.is_empty()
+                || values.len() != n_layer
+                || values.iter().any(|&v| v != values[0])
+                || values[0] < 0
+            {
                 return Err(ModelError::Config(format!(
                     "{key}: per-layer values {values:?} are not supported (one value for all {n_layer} layers)"
                 )));

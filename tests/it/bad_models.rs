@@ -335,6 +335,124 @@ fn the_sampler_never_panics() {
     }
 }
 
+/// Counts are checked before they size anything: a block count the file cannot hold (4 billion
+/// blocks made `inspect` reserve 64 GB and abort), and a zero count with an empty per-layer
+/// array (an index before the zero check) are clear errors.
+#[test]
+fn counts_the_file_cannot_hold_are_refused_before_use() {
+    use gemlet::gguf::ValueType;
+    let dir = common::scratch("counts");
+    let p = with_key(&dir, "gemma3.block_count", Value::U32(u32::MAX));
+    let e = load_error(&p);
+    assert!(e.contains("block_count") && e.contains("4294967295"), "{e}");
+    let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .arg("inspect")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("cannot run this file"), "{text}");
+
+    let p = with_key(&dir, "gemma3.block_count", Value::U32(0));
+    let src = Gguf::open(&p).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.set(k, owned(v));
+    }
+    w.set(
+        "gemma3.attention.head_count",
+        Value::array(ValueType::I32, Vec::new()),
+    );
+    for t in src.tensors() {
+        w.add_tensor(&t.name, t.ty, &t.dims).unwrap();
+    }
+    let q = dir.join("empty-heads.gguf");
+    let mut tw = w.create(&q).unwrap();
+    for t in src.tensors() {
+        tw.write_tensor(src.tensor_data(t)).unwrap();
+    }
+    tw.finish().unwrap();
+    let e = load_error(&q);
+    assert!(e.contains("head_count"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A template that renders the conversation as nothing, on a model that adds no BOS, used to
+/// wrap a counter (`reused -= 1`); now it is an error.
+#[test]
+fn a_template_that_renders_nothing_is_an_error() {
+    use gemlet::chat::{Chat, ChatError, ChatTemplate, Overflow};
+    use gemlet::sampling::{Sampler, SamplerParams};
+    use gemlet::session::{Session, SessionParams};
+    let dir = common::scratch("empty-template");
+    let p = with_key(&dir, "tokenizer.ggml.add_bos_token", Value::Bool(false));
+    let model = Model::load(&p).unwrap();
+    let params = SessionParams {
+        n_ctx: 64,
+        n_threads: 1,
+        ..SessionParams::default()
+    };
+    let template = ChatTemplate::for_model(&model, Some("")).unwrap();
+    let mut chat = Chat::new(
+        Session::new(&model, params).unwrap(),
+        template,
+        Overflow::Stop,
+    );
+    let mut sampler = Sampler::new(SamplerParams::greedy());
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let e = chat
+        .send("hi", &mut sampler, 4, &never, |_| {})
+        .unwrap_err();
+    assert!(matches!(e, ChatError::EmptyPrompt), "{e}");
+    assert!(
+        chat.messages().is_empty(),
+        "the refused message is not kept"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn perplexity_with_a_context_too_small_says_so() {
+    for c in ["0", "1"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+            .args(["perplexity", "-c", c, "-f"])
+            .arg(common::fixture("text/gpl-3.txt"))
+            .arg("-m")
+            .arg(common::fixture("tiny/tiny-gemma3-f32.gguf"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "-c {c}: {stderr}");
+        assert!(
+            stderr.contains("too small") && stderr.contains("-c 2"),
+            "-c {c}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn tokenize_jsonl_keeps_the_lines_before_a_bad_one() {
+    let (out, err, ok) = common::run_gemlet(
+        &[
+            "tokenize",
+            "--jsonl",
+            "-m",
+            common::fixture("tiny/tiny-gemma3-f32.gguf")
+                .to_str()
+                .unwrap(),
+        ],
+        Some("{\"text\": \"a\"}\n{\"text\": \"b\"}\nnot json\n{\"text\": \"c\"}\n"),
+    );
+    assert!(!ok);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains("stdin line 3"), "{err}");
+}
+
 #[test]
 fn prompt_past_the_context_is_an_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
