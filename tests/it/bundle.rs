@@ -96,3 +96,45 @@ fn a_bundle_runs_the_model_inside_it() {
     assert!(!ok && err.contains("Cargo.toml"), "{err}");
     assert!(!dir.join("y").exists());
 }
+
+/// Writing a bundle never destroys a file: the model itself as the output (under its own name
+/// or another), a directory, or a device is refused before anything is written; a model whose
+/// name is the old temporary name (`OUT.partial`) survives; a failed write leaves no partial
+/// file behind.
+#[test]
+fn bundle_never_loses_a_file() {
+    let dir = common::scratch("bundle-safe");
+    let model = dir.join("m.partial");
+    std::fs::copy(common::fixture("tiny/tiny-gemma3-f32.gguf"), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let m = model.to_str().unwrap();
+    let bundle = |out: &str| common::run_gemlet(&["bundle", "-m", m, "-o", out], None);
+
+    let (_, err, ok) = bundle(m);
+    assert!(!ok && err.contains("an input of the bundle"), "{err}");
+    let link = dir.join("link");
+    std::fs::hard_link(&model, &link).unwrap();
+    let (_, err, ok) = bundle(link.to_str().unwrap());
+    assert!(!ok && err.contains("an input of the bundle"), "{err}");
+    std::fs::remove_file(&link).unwrap();
+    let (_, err, ok) = bundle(dir.to_str().unwrap());
+    assert!(!ok && err.contains("not a regular file"), "{err}");
+    let (_, err, ok) = bundle("/dev/null");
+    assert!(!ok && err.contains("not a regular file"), "{err}");
+
+    // The output's old temporary name was the model's: it stays.
+    let (_, err, ok) = bundle(dir.join("m").to_str().unwrap());
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&model).unwrap(), before, "the model changed");
+
+    // A directory that cannot be written: an error, and nothing left behind.
+    let (_, err, ok) = bundle("/proc/gemlet-bundle");
+    assert!(!ok, "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["m", "m.partial"], "left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
