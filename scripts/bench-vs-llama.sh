@@ -62,8 +62,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/membw" "$here/membw.c"
 
-# gemlet as it starts (repacked kernels for prompts; for single tokens too where they are the
-# faster ones) and with --no-repack (every weight from the map as the file has it).
+# gemlet as it starts (the types whose repacked kernels are faster for single tokens too are
+# repacked) and with --no-repack (every weight from the map as the file has it).
 variants=(gemlet gemlet-norepack)
 bench_flags=("" "--repack 0")
 generate_flags=("" "--no-repack")

@@ -153,19 +153,13 @@ impl<'m> Session<'m> {
             return Err(SessionError::QuantizedVNeedsFlashAttn(ty_v));
         }
         let mut weights = Weights::bind(model.gguf(), c, params.repack)?;
-        let repack = weights.choose_repack(params.repack)?;
         let layout = CacheLayout::new(c, size, params.cache.swa_full);
-        let plan = MemoryPlan::new(
-            &c.dims,
-            &layout,
-            Census::of(model.gguf()).weight_bytes,
-            params.cache,
-        )
-        .with_repack_copies(repack.copy_bytes);
+        let weight_bytes = Census::of(model.gguf()).weight_bytes;
+        let plan = MemoryPlan::new(&c.dims, &layout, weight_bytes, params.cache);
         if !plan.fits() && !params.force {
             return Err(SessionError::WontFit(plan.refusal()));
         }
-        weights.repack(model.gguf(), repack)?;
+        weights.repack(model.gguf(), params.repack)?;
         let mut session = Session {
             model,
             weights,
@@ -205,12 +199,7 @@ impl<'m> Session<'m> {
         self.weights.repacked
     }
 
-    /// Bytes of the repacked copies prompts use beside the mapped matrices.
-    pub fn repack_copies(&self) -> usize {
-        self.weights.copied_bytes()
-    }
-
-    /// The memory plan the session was created under: weights, copies, KV cache, compute.
+    /// The memory plan the session was created under: weights, KV cache, compute.
     pub fn memory_plan(&self) -> &MemoryPlan {
         &self.plan
     }

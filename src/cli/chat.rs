@@ -322,13 +322,9 @@ fn banner(model: &Model, chat: &Chat<'_>, path: &std::path::Path, template: &str
     let census = Census::of(model.gguf());
     let plan = chat.session().memory_plan();
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let copies = match chat.session().repack_copies() {
-        0 => String::new(),
-        n => format!(" + {} repacked copies", fmt::bytes(n as u64)),
-    };
     eprintln!(
         "gemlet {} · {name} ({}, {} parameters)\n\
-         context {} · {} threads · memory {} mapped weights{copies} + {} KV cache + ~{} compute\n\
+         context {} · {} threads · memory {} mapped weights + {} KV cache + ~{} compute\n\
          template: {template}\n\
          /help for commands · Ctrl-C stops a reply · Ctrl-D or /exit leaves",
         env!("CARGO_PKG_VERSION"),

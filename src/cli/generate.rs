@@ -84,7 +84,6 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
             "repacked": {
                 "tensors": n_repacked,
                 "bytes": repacked_bytes,
-                "copied_bytes": session.repack_copies(),
             },
             "huge_pages": huge_pages.map(|h| json!({
                 "bytes": h.bytes,
@@ -96,16 +95,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         super::print(&format!("{j}\n"))?;
     } else {
         let _ = writeln!(out);
-        let copies = session.repack_copies();
         let repacked = if n_repacked > 0 {
             format!(
-                " | {n_repacked} matrices repacked ({}{})",
-                bytes(repacked_bytes as u64),
-                if copies > 0 {
-                    format!(", {} of it copies for prompts", bytes(copies as u64))
-                } else {
-                    String::new()
-                }
+                " | {n_repacked} matrices repacked ({})",
+                bytes(repacked_bytes as u64)
             )
         } else {
             String::new()

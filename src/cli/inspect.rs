@@ -4,7 +4,6 @@ use super::fmt::{bytes, short_count, thousands};
 use super::CliError;
 use crate::gguf::{file_type_name, Gguf, Value};
 use crate::model::kv_cache::{CacheLayout, ContextSize};
-use crate::model::weights::{Repack, Weights};
 use crate::model::{Census, Component, Config, Dims, LayerKind, MemoryPlan};
 use serde_json::{json, Map, Value as Json};
 use std::fmt::Write as _;
@@ -28,9 +27,6 @@ pub struct InspectArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub cache: super::args::CacheArgs,
-    /// Plan without the repacked copies prompts use by default (as `--no-repack` runs).
-    #[arg(long = "no-repack")]
-    pub no_repack: bool,
 }
 
 /// Arrays longer than this are summarized by length and first items.
@@ -53,14 +49,6 @@ impl<'g> Report<'g> {
             Ok(c) => Some(c.dims.clone()),
             Err(_) => Dims::from_metadata(g),
         };
-        let repack = if args.no_repack {
-            Repack::Off
-        } else {
-            Repack::Auto
-        };
-        let copies = config
-            .as_ref()
-            .map_or(0, |c| Weights::copy_bytes(g, c, repack));
         let plan = dims.as_ref().map(|d| {
             let size = ContextSize::resolve(args.ctx_size, args.batch_size, d.n_ctx_train);
             let layout = match &config {
@@ -68,7 +56,7 @@ impl<'g> Report<'g> {
                 Err(_) => CacheLayout::all_global(d, size),
             };
             let cache = args.cache.params();
-            MemoryPlan::new(d, &layout, census.weight_bytes, cache).with_repack_copies(copies)
+            MemoryPlan::new(d, &layout, census.weight_bytes, cache)
         });
         Report {
             g,
@@ -169,9 +157,6 @@ fn to_text(r: &Report<'_>, args: &InspectArgs) -> String {
             p.context, p.batch, p.cache.type_k, p.cache.type_v
         );
         let _ = writeln!(s, "  weights (mapped)    {:>12}", bytes(p.weights_bytes));
-        if p.repack_bytes > 0 {
-            let _ = writeln!(s, "  repacked copies     {:>12}", bytes(p.repack_bytes));
-        }
         let _ = writeln!(s, "  KV cache            {:>12}", bytes(p.kv_cache_bytes));
         let _ = writeln!(s, "  compute (estimate)  {:>12}", bytes(p.compute_bytes));
         let _ = writeln!(s, "  total               {:>12}", bytes(p.total_bytes));
@@ -443,7 +428,6 @@ fn to_json(r: &Report<'_>) -> Json {
                 "context": p.context,
                 "batch": p.batch,
                 "weights_bytes": p.weights_bytes,
-                "repack_bytes": p.repack_bytes,
                 "kv_cache_bytes": p.kv_cache_bytes,
                 "compute_bytes": p.compute_bytes,
                 "total_bytes": p.total_bytes,

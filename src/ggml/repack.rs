@@ -104,14 +104,6 @@ impl Query {
 }
 
 impl Context<'_> {
-    /// Those of `ids` that ggml would run repacked on this CPU (once each, in order).
-    pub fn repackable(&self, ids: &[TensorId]) -> Result<Vec<TensorId>> {
-        let Some(q) = Query::new(ids.len())? else {
-            return Ok(Vec::new());
-        };
-        Ok(self.filter_repackable(&q, ids))
-    }
-
     fn filter_repackable(&self, q: &Query, ids: &[TensorId]) -> Vec<TensorId> {
         let mut out = Vec::new();
         for &id in ids {

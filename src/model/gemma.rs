@@ -204,10 +204,9 @@ impl<'c> Ops<'c, '_, '_> {
         }
     }
 
-    /// A weight matrix times a batch of rows, on the weights' layout for that many rows.
+    /// A weight matrix times a batch of rows.
     fn matmul(&self, wt: TensorId, x: Tensor<'c>, name: &str, il: Option<usize>) -> Tensor<'c> {
-        let wt = self.weight(self.w.for_rows(wt, x.shape()[1]));
-        self.name(self.ctx.mul_mat(wt, x), name, il)
+        self.name(self.ctx.mul_mat(self.weight(wt), x), name, il)
     }
 
     /// RMSNorm; the GGUF stores Gemma's (1 + w) already.

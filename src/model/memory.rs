@@ -24,8 +24,6 @@ pub struct MemoryPlan {
     pub cache: CacheParams,
     /// Weight bytes, mapped from the file (not copied).
     pub weights_bytes: u64,
-    /// Repacked copies of matrices that prompts use beside the mapped ones.
-    pub repack_bytes: u64,
     pub kv_cache_bytes: u64,
     pub compute_bytes: u64,
     pub total_bytes: u64,
@@ -49,19 +47,11 @@ impl MemoryPlan {
             batch,
             cache,
             weights_bytes,
-            repack_bytes: 0,
             kv_cache_bytes,
             compute_bytes,
             total_bytes: weights_bytes + kv_cache_bytes + compute_bytes,
             available_bytes: available_memory(),
         }
-    }
-
-    /// The plan with `bytes` of repacked copies beside the weights.
-    pub fn with_repack_copies(mut self, bytes: u64) -> MemoryPlan {
-        self.total_bytes = self.total_bytes - self.repack_bytes + bytes;
-        self.repack_bytes = bytes;
-        self
     }
 
     /// Whether the plan fits in available memory (true when that is unknown).
@@ -73,15 +63,10 @@ impl MemoryPlan {
     pub fn refusal(&self) -> String {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
         format!(
-            "not enough memory: weights {}{} + KV cache {} (context {}, {}/{}) + compute ~{} = {}, \
+            "not enough memory: weights {} + KV cache {} (context {}, {}/{}) + compute ~{} = {}, \
              but only {} is available; use a smaller -c, a quantized cache (-ctk q8_0 -ctv q8_0) \
              or a smaller model",
             mib(self.weights_bytes),
-            if self.repack_bytes > 0 {
-                format!(" + repacked copies {} (--no-repack: none)", mib(self.repack_bytes))
-            } else {
-                String::new()
-            },
             mib(self.kv_cache_bytes),
             self.context,
             self.cache.type_k,
@@ -215,13 +200,6 @@ mod tests {
         let p = MemoryPlan::new(&gemma3_270m(), &l, 1000, CacheParams::default());
         assert_eq!(p.context, 32_768);
         assert_eq!(p.total_bytes, 1000 + p.kv_cache_bytes + p.compute_bytes);
-        let with = p.clone().with_repack_copies(300);
-        assert_eq!(with.total_bytes, p.total_bytes + 300);
-        assert_eq!(
-            with.clone().with_repack_copies(100).total_bytes,
-            p.total_bytes + 100
-        );
-        assert!(with.refusal().contains("repacked copies"));
-        assert!(!p.refusal().contains("repacked copies"));
+        assert!(p.refusal().contains("context 32768"), "{}", p.refusal());
     }
 }

@@ -8,32 +8,27 @@ use crate::gguf::Gguf;
 
 /// How the weight matrices meet ggml's CPU kernels. For some types, on some CPUs, ggml has an
 /// interleaved ("repacked") layout whose matrix-matrix kernels run prompts faster than the
-/// plain ones; which matrices qualify, ggml is asked at load.
+/// plain ones; which matrices qualify, ggml is asked at load. Repacked matrices are moved out
+/// of the map and the map's pages under them given back, so memory stays where it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Repack {
     /// Every weight used from the map as it is (`--no-repack`).
     Off,
-    /// The default: every matrix gets the faster kernel for each product. Types whose
-    /// repacked one-token kernel is faster too (Q4_0 on AVX2) are repacked in place and the
-    /// map's pages under them given back, so memory stays the same. K-quants, whose repacked
-    /// one-token kernel is slower than the plain dot product (the README's measurements), get
-    /// a repacked copy that products of
-    /// [`BATCH_ROWS`] rows or more use, while single tokens read the map: a prompt runs
-    /// llama.cpp's repacked kernels and generation the plain ones, for the copy's memory.
+    /// The default: the matrices of types whose repacked kernels are faster for single tokens
+    /// too (Q4_0, IQ4_NL: prompts ~20% faster, generation no slower) are repacked. K-quants
+    /// stay in the map: their repacked one-token kernel is slower than the plain dot product,
+    /// and a repacked copy for prompts alone did not pay for its memory in paired rounds
+    /// (the README's measurements).
     #[default]
     Auto,
-    /// Everything ggml can repack, in place, the tied output head included (llama.cpp's
-    /// default, `--repack`).
+    /// Everything ggml can repack, the tied output head included (llama.cpp's default,
+    /// `--repack`).
     All,
 }
 
-/// Rows from which ggml's repacked kernels run a matrix-matrix product: it multiplies 4 rows
-/// at a time and falls back to its one-row kernel for the rest (`forward_mul_mat_one_chunk`).
-pub const BATCH_ROWS: usize = 4;
-
 /// Whether a type's repacked one-token kernel loses to its plain dot product, so that
-/// [`Repack::Auto`] keeps the map for single tokens and repacks a copy for batches.
-fn copy_for_batches(ty: Type) -> bool {
+/// [`Repack::Auto`] leaves its matrices in the map.
+fn slower_repacked(ty: Type) -> bool {
     matches!(
         ty,
         Type::Q2_K | Type::Q3_K | Type::Q4_K | Type::Q5_K | Type::Q6_K
@@ -65,21 +60,9 @@ pub struct Weights<'m> {
     /// `output.weight`, or the token embedding when the output is tied.
     pub output: TensorId,
     pub layers: Vec<LayerWeights>,
-    /// Matrices repacked (in place or copied) and their bytes.
+    /// Matrices repacked and their bytes.
     pub repacked: (usize, usize),
-    /// Matrices with a repacked copy for batches ([`Repack::Auto`]): (the map's, the copy).
-    batch_copies: Vec<(TensorId, TensorId)>,
     tied_output: bool,
-}
-
-/// What [`Weights::repack`] will do, decided before it is done so that the memory plan can
-/// count the copies first.
-#[derive(Debug)]
-pub struct RepackChoice {
-    in_place: Vec<TensorId>,
-    copies: Vec<TensorId>,
-    /// Bytes of the copies: the memory repacking adds beside the map.
-    pub copy_bytes: u64,
 }
 
 impl<'m> Weights<'m> {
@@ -176,76 +159,35 @@ impl<'m> Weights<'m> {
             output,
             layers,
             repacked: (0, 0),
-            batch_copies: Vec::new(),
             tied_output: c.tied_output,
         })
     }
 
-    /// Bytes of the repacked copies `repack` would make beside the map, for a plan without a
-    /// session (`inspect`).
-    pub fn copy_bytes(g: &'m Gguf, c: &Config, repack: Repack) -> u64 {
-        Self::bind(g, c, repack)
-            .and_then(|w| w.choose_repack(repack))
-            .map_or(0, |p| p.copy_bytes)
-    }
-
-    /// The matrices `repack` repacks in place, and those it repacks a copy of.
-    pub fn choose_repack(&self, repack: Repack) -> Result<RepackChoice> {
+    /// Repacks the matrices `repack` asks for into ggml's interleaved layout and gives the
+    /// map's pages under each back (the file still holds them).
+    pub fn repack(&mut self, g: &'m Gguf, repack: Repack) -> Result<()> {
         let mut matrices: Vec<TensorId> = self
             .layers
             .iter()
             .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down])
             .collect();
-        let (in_place, copies): (Vec<_>, Vec<_>) = match repack {
-            Repack::Off => (Vec::new(), Vec::new()),
+        let matrices = match repack {
+            Repack::Off => return Ok(()),
             Repack::All => {
                 matrices.push(self.output);
-                (matrices, Vec::new())
+                matrices
             }
             // The head multiplies one row per prompt: it stays as it is.
-            Repack::Auto => self
-                .ctx
-                .repackable(&matrices)?
+            Repack::Auto => matrices
                 .into_iter()
-                .partition(|&id| !copy_for_batches(self.ctx.resolve(id).ty())),
+                .filter(|&id| !slower_repacked(self.ctx.resolve(id).ty()))
+                .collect(),
         };
-        let copy_bytes = copies
-            .iter()
-            .map(|&id| self.ctx.resolve(id).n_bytes() as u64)
-            .sum();
-        Ok(RepackChoice {
-            in_place,
-            copies,
-            copy_bytes,
-        })
-    }
-
-    /// Carries `plan` out (made by [`Weights::choose_repack`] on these weights): matrices
-    /// repacked in place give their mapped pages back; copies are new descriptors over the
-    /// map's bytes, repacked into memory of their own.
-    pub fn repack(&mut self, g: &'m Gguf, plan: RepackChoice) -> Result<()> {
-        let RepackChoice {
-            in_place: mut matrices,
-            copies,
-            ..
-        } = plan;
         let ctx = &self.ctx;
-        for m in copies {
-            let name = ctx.resolve(m).name();
-            let info = g.tensor(&name).expect("every bound tensor is in the file");
-            let copy = ctx.tensor_from_bytes(info.ty, &info.shape(), &name, g.tensor_data(info))?;
-            self.batch_copies.push((m, ctx.id_of(copy)));
-            matrices.push(ctx.id_of(copy));
-        }
-        let copies = &self.batch_copies;
-        let is_copy = |id: TensorId| copies.iter().any(|&(_, c)| c == id);
         let mut bytes = 0;
         let (output, tied_output) = (self.output, self.tied_output);
         let moved = ctx.repack(&matrices, |id| {
             bytes += ctx.resolve(id).n_bytes();
-            if is_copy(id) {
-                return;
-            }
             // A tied head's bytes are the embedding's: the lookup reads back only the rows of
             // the tokens it is given.
             let name = if id == output && tied_output {
@@ -256,30 +198,7 @@ impl<'m> Weights<'m> {
             let info = g.tensor(&name).expect("every bound tensor is in the file");
             g.release(g.tensor_data(info));
         })?;
-        // ggml declines none of the copies (the same query chose them); one it did would be
-        // the map's bytes under a second descriptor, and is not used.
-        self.batch_copies.retain(|&(_, c)| moved.contains(&c));
         self.repacked = (moved.len(), bytes);
         Ok(())
-    }
-
-    /// Bytes of the repacked copies batches use: the memory repacking added.
-    pub fn copied_bytes(&self) -> usize {
-        self.batch_copies
-            .iter()
-            .map(|&(_, c)| self.ctx.resolve(c).n_bytes())
-            .sum()
-    }
-
-    /// The descriptor of matrix `id` for a product with `rows` rows: its repacked copy for
-    /// batches when it has one, else itself.
-    pub fn for_rows(&self, id: TensorId, rows: usize) -> TensorId {
-        if rows < BATCH_ROWS {
-            return id;
-        }
-        self.batch_copies
-            .iter()
-            .find(|&&(m, _)| m == id)
-            .map_or(id, |&(_, c)| c)
     }
 }

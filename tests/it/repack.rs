@@ -7,7 +7,7 @@
 use crate::common;
 
 use gemlet::gguf::OpenOptions;
-use gemlet::model::weights::{Repack, Weights};
+use gemlet::model::weights::Repack;
 use gemlet::model::Model;
 use gemlet::session::{Session, SessionParams};
 
@@ -146,13 +146,12 @@ fn check(opts: OpenOptions) {
     assert!(again.logits() == got.as_slice(), "a second repack differs");
 }
 
-/// The default ([`Repack::Auto`]) on K-quants: a batch multiplies by the repacked copies, so
-/// every logit of a batch equals `--repack`'s bit for bit; a single token reads the map, so
-/// it equals `--no-repack`'s bit for bit. (The tiny Q4_K_M models and the real one; their
-/// output heads are not repacked on AVX2 either way, and with `eval_all` every product of the
-/// batch has all its rows.)
+/// The default ([`Repack::Auto`]) leaves K-quants in the map (a repacked copy for prompts
+/// did not pay for its memory: the README's paired rounds): on the Q4_K_M files (the tiny ones
+/// and the real one) it repacks no K-quant matrix, and its logits equal `--no-repack`'s bit
+/// for bit, for a batch and for a single token.
 #[test]
-fn auto_runs_batches_repacked_and_single_tokens_from_the_map() {
+fn auto_leaves_k_quants_in_the_map() {
     let _one_at_a_time = common::exclusive();
     let mut paths: Vec<_> = std::fs::read_dir(common::fixture("tiny"))
         .unwrap()
@@ -173,34 +172,23 @@ fn auto_runs_batches_repacked_and_single_tokens_from_the_map() {
             };
             Session::new(&model, p).unwrap()
         };
-        let (mut auto, mut all, mut off) = (
+        let (mut auto, mut off, all) = (
             session(Repack::Auto),
-            session(Repack::All),
             session(Repack::Off),
+            session(Repack::All),
         );
         eprintln!(
-            "{name}: auto {:?}, {} bytes copied; all {:?}",
+            "{name}: auto {:?}, all {:?}",
             auto.repacked(),
-            auto.repack_copies(),
             all.repacked()
         );
-        // What the memory plans count (the session's, made before copying, and `inspect`'s)
-        // is what the session copied.
-        let copied = auto.repack_copies() as u64;
-        assert_eq!(auto.memory_plan().repack_bytes, copied, "{name}");
-        let inspect = Weights::copy_bytes(model.gguf(), model.config(), Repack::Auto);
-        assert_eq!(inspect, copied, "{name}");
-        if !common::repacks_q4() {
-            continue;
+        if common::repacks_q4() {
+            assert!(all.repacked().0 > 0, "{name}: --repack repacked nothing");
         }
-        assert!(auto.repack_copies() > 0, "{name}: nothing copied");
-        assert_eq!(auto.repacked(), all.repacked(), "{name}");
-
-        for s in [&mut auto, &mut all] {
+        for s in [&mut auto, &mut off] {
             s.eval_all(&tokens).unwrap();
         }
-        assert!(auto.logits() == all.logits(), "{name}: a batch's logits");
-
+        assert!(auto.logits() == off.logits(), "{name}: a batch's logits");
         for s in [&mut auto, &mut off] {
             s.clear();
             s.eval(&tokens[..1]).unwrap();
