@@ -40,8 +40,34 @@ impl Message {
     }
 }
 
+/// Instructions a template may execute per rendering: a real chat template takes some hundreds
+/// per message, so this renders conversations of thousands of turns and stops a runaway loop
+/// within a second.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+/// Bytes a rendering may write: far more than any context holds.
+pub const TEMPLATE_OUTPUT: usize = 64 << 20;
+
+/// A writer that refuses to grow past [`TEMPLATE_OUTPUT`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_OUTPUT {
+            return Err(std::io::Error::other("template output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
+    #[error("the chat template runs without end: it stopped after {0}")]
+    Runaway(String),
     #[error("{TEMPLATE_KEY} is not a valid template: {0}")]
     Syntax(String),
     #[error("{TEMPLATE_KEY} failed to render the conversation: {0}")]
@@ -113,6 +139,9 @@ impl ChatTemplate {
             .build()
             .map_err(|e| TemplateError::Syntax(describe(&e)))?;
         env.set_syntax(syntax);
+        // A template is the model file's code: it must not run without limit (nested loops of
+        // range(100000) ran past a minute, at start-up, where chat test-renders it).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -211,8 +240,18 @@ impl ChatTemplate {
         let tmpl = env
             .get_template("chat")
             .map_err(|e| TemplateError::Syntax(describe(&e)))?;
-        tmpl.render(Value::from(ctx))
-            .map_err(|e| TemplateError::Render(describe(&e)))
+        let mut out = Capped(Vec::new());
+        tmpl.render_captured_to(Value::from(ctx), &mut out)
+            .map_err(|e| match e.kind() {
+                ErrorKind::OutOfFuel => {
+                    TemplateError::Runaway(format!("more than {TEMPLATE_FUEL} instructions"))
+                }
+                ErrorKind::WriteFailure => {
+                    TemplateError::Runaway(format!("more than {TEMPLATE_OUTPUT} bytes of text"))
+                }
+                _ => TemplateError::Render(describe(&e)),
+            })?;
+        String::from_utf8(out.0).map_err(|e| TemplateError::Render(e.to_string()))
     }
 }
 

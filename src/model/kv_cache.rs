@@ -195,8 +195,9 @@ impl Ring {
             slot_pos: vec![-1; size],
             used: 0,
             slots: Vec::with_capacity(max_batch),
-            // A batch attends over at most every slot.
-            mask: Vec::with_capacity(size * max_batch),
+            // Grown to what batches use (slots attended × tokens), not reserved for the worst
+            // case: a large -c and -b made that terabytes before anything was checked.
+            mask: Vec::new(),
             n_kv: 0,
         }
     }

@@ -453,6 +453,67 @@ fn tokenize_jsonl_keeps_the_lines_before_a_bad_one() {
     assert!(err.contains("stdin line 3"), "{err}");
 }
 
+/// A chat template runs on a budget: nested loops that ran past a minute (at start-up, when the
+/// template was the model's own) stop with an error, and so does one that writes without end.
+#[test]
+fn runaway_templates_stop_with_an_error() {
+    use gemlet::chat::{ChatTemplate, Message, Role, TemplateError};
+    let hi = [Message::new(Role::User, "hi")];
+    // minijinja refuses a range of 100,000 or more; 99,999 squared is 10^10 iterations.
+    let loops = "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}";
+    let e = ChatTemplate::jinja(loops, "<bos>", "<eos>")
+        .unwrap()
+        .render(&hi, true)
+        .unwrap_err();
+    assert!(matches!(e, TemplateError::Runaway(_)), "{e}");
+    assert!(e.to_string().contains("instructions"), "{e}");
+    let long = "{% for i in range(10000) %}{% for j in range(1000) %}{{ 'x' * 100 }}{% endfor %}{% endfor %}";
+    let e = ChatTemplate::jinja(long, "<bos>", "<eos>")
+        .unwrap()
+        .render(&hi, true)
+        .unwrap_err();
+    assert!(e.to_string().contains("bytes of text"), "{e}");
+
+    // As the model's own template: chat ends with the error instead of hanging at start-up.
+    let dir = common::scratch("runaway-template");
+    let p = with_key(&dir, "tokenizer.chat_template", Value::string(loops));
+    let (_, err, ok) = common::run_gemlet(
+        &["chat", "-n", "2", "-m", p.to_str().unwrap()],
+        Some("hello"),
+    );
+    assert!(!ok && err.contains("runs without end"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// More threads than CPUs starved each other (25 s for 4 tokens with -t 3 on 2 CPUs): -t is
+/// capped at the CPUs this process may use, with a warning.
+#[test]
+fn threads_beyond_the_cpus_are_capped_with_a_warning() {
+    let (_, err, ok) = common::run_gemlet(
+        &[
+            "generate",
+            "-t",
+            "1000",
+            "-n",
+            "4",
+            "--temp",
+            "0",
+            "-p",
+            "hi",
+            "-m",
+            common::fixture("tiny/tiny-gemma3-f32.gguf")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: -t 1000") && err.contains("CPUs"),
+        "{err}"
+    );
+}
+
 #[test]
 fn prompt_past_the_context_is_an_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
