@@ -66,12 +66,13 @@ impl std::io::Write for Capped {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("the chat template runs without end: it stopped after {0}")]
-    Runaway(String),
-    #[error("{TEMPLATE_KEY} is not a valid template: {0}")]
-    Syntax(String),
-    #[error("{TEMPLATE_KEY} failed to render the conversation: {0}")]
-    Render(String),
+    #[error("{0} runs without end: it stopped after {1}")]
+    Runaway(String, String),
+    /// Where the template came from (its GGUF key or its file), and what is wrong.
+    #[error("{0} is not a valid template: {1}")]
+    Syntax(String, String),
+    #[error("{0} failed to render the conversation: {1}")]
+    Render(String, String),
     #[error("reading {TEMPLATE_KEY}: {0}")]
     Gguf(#[from] crate::gguf::GgufError),
 }
@@ -81,6 +82,8 @@ pub type Result<T> = std::result::Result<T, TemplateError>;
 /// How a conversation becomes the text the model continues.
 pub struct ChatTemplate {
     kind: Kind,
+    /// Where the template came from, for errors: its GGUF key, or the file it was read from.
+    name: String,
     /// BOS text (`<bos>`), which templates write through `bos_token`.
     bos: String,
     eos: String,
@@ -100,6 +103,19 @@ impl ChatTemplate {
     /// `source` (a Jinja template) if given, else the model's own template, or Gemma's turn
     /// format when the file has none.
     pub fn for_model(model: &Model, source: Option<&str>) -> Result<ChatTemplate> {
+        Self::for_model_named(model, source.map(|s| (s, "the chat template")))
+    }
+
+    /// Like [`ChatTemplate::for_model`], with a template read from `path`, which its errors
+    /// name.
+    pub fn from_file(model: &Model, path: &std::path::Path) -> Result<ChatTemplate> {
+        let name = path.display().to_string();
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| TemplateError::Syntax(name.clone(), format!("reading it: {e}")))?;
+        Self::for_model_named(model, Some((&source, &name)))
+    }
+
+    fn for_model_named(model: &Model, source: Option<(&str, &str)>) -> Result<ChatTemplate> {
         let tok = model.tokenizer();
         let text = |id: Option<u32>| {
             id.and_then(|id| tok.piece(id).ok())
@@ -109,9 +125,9 @@ impl ChatTemplate {
         let (bos, eos) = (text(tok.bos()), text(tok.eos()));
         let g = model.gguf();
         match source {
-            Some(src) => ChatTemplate::jinja(src, &bos, &eos),
+            Some((src, name)) => ChatTemplate::jinja_named(src, &bos, &eos, name),
             None if g.get(TEMPLATE_KEY).is_some() => {
-                ChatTemplate::jinja(&g.get_str(TEMPLATE_KEY)?, &bos, &eos)
+                ChatTemplate::jinja_named(&g.get_str(TEMPLATE_KEY)?, &bos, &eos, TEMPLATE_KEY)
             }
             None => Ok(ChatTemplate::gemma(&bos, &eos)),
         }
@@ -123,6 +139,7 @@ impl ChatTemplate {
     pub fn gemma(bos: &str, eos: &str) -> ChatTemplate {
         ChatTemplate {
             kind: Kind::Gemma,
+            name: "Gemma's turn format".into(),
             bos: bos.into(),
             eos: eos.into(),
         }
@@ -131,13 +148,18 @@ impl ChatTemplate {
     /// A Jinja template, with what Hugging Face's renderer offers templates: `bos_token`,
     /// `eos_token`, `raise_exception`, `add_generation_prompt` and Python string methods.
     pub fn jinja(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
+        Self::jinja_named(source, bos, eos, "the chat template")
+    }
+
+    fn jinja_named(source: &str, bos: &str, eos: &str, name: &str) -> Result<ChatTemplate> {
+        let syntax_error = |e: &minijinja::Error| TemplateError::Syntax(name.into(), describe(e));
         let mut env = Environment::new();
         // Hugging Face renders with trim_blocks and lstrip_blocks on.
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
             .build()
-            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+            .map_err(|e| syntax_error(&e))?;
         env.set_syntax(syntax);
         // A template is the model file's code: it must not run without limit (nested loops of
         // range(100000) ran past a minute, at start-up, where chat test-renders it).
@@ -150,8 +172,9 @@ impl ChatTemplate {
             },
         );
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+            .map_err(|e| syntax_error(&e))?;
         let mut t = ChatTemplate {
+            name: name.into(),
             kind: Kind::Jinja {
                 env: Box::new(env),
                 supports_system: true,
@@ -239,19 +262,22 @@ impl ChatTemplate {
         ctx.insert("eos_token", Value::from(self.eos.as_str()));
         let tmpl = env
             .get_template("chat")
-            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+            .map_err(|e| TemplateError::Syntax(self.name.clone(), describe(&e)))?;
         let mut out = Capped(Vec::new());
         tmpl.render_captured_to(Value::from(ctx), &mut out)
             .map_err(|e| match e.kind() {
-                ErrorKind::OutOfFuel => {
-                    TemplateError::Runaway(format!("more than {TEMPLATE_FUEL} instructions"))
-                }
-                ErrorKind::WriteFailure => {
-                    TemplateError::Runaway(format!("more than {TEMPLATE_OUTPUT} bytes of text"))
-                }
-                _ => TemplateError::Render(describe(&e)),
+                ErrorKind::OutOfFuel => TemplateError::Runaway(
+                    self.name.clone(),
+                    format!("more than {TEMPLATE_FUEL} instructions"),
+                ),
+                ErrorKind::WriteFailure => TemplateError::Runaway(
+                    self.name.clone(),
+                    format!("more than {TEMPLATE_OUTPUT} bytes of text"),
+                ),
+                _ => TemplateError::Render(self.name.clone(), describe(&e)),
             })?;
-        String::from_utf8(out.0).map_err(|e| TemplateError::Render(e.to_string()))
+        String::from_utf8(out.0)
+            .map_err(|e| TemplateError::Render(self.name.clone(), e.to_string()))
     }
 }
 

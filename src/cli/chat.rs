@@ -89,15 +89,11 @@ fn template(
     model: &Model,
     file: Option<&std::path::Path>,
 ) -> Result<(ChatTemplate, String), CliError> {
-    let source = match file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| CliError::Usage(format!("reading {}: {e}", f.display())))?,
-        ),
-        None => None,
-    };
-    let template =
-        ChatTemplate::for_model(model, source.as_deref()).map_err(crate::chat::ChatError::from)?;
+    let template = match file {
+        Some(f) => ChatTemplate::from_file(model, f),
+        None => ChatTemplate::for_model(model, None),
+    }
+    .map_err(crate::chat::ChatError::from)?;
     let name = match (file, template.is_builtin()) {
         (Some(f), _) => f.display().to_string(),
         (None, true) => "Gemma turns (the file has no chat template)".into(),
@@ -132,11 +128,18 @@ impl Turn<'_> {
         }
         let never = AtomicBool::new(false);
         let mut out = std::io::stdout().lock();
-        self.chat
+        let stats = self
+            .chat
             .send(&message, &mut self.sampler, self.n_predict, &never, |t| {
                 let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
             })?;
         let _ = writeln!(out);
+        if stats.stop == Stop::ContextFull {
+            eprintln!(
+                "(the reply stopped at the end of the context: {} positions; raise -c)",
+                stats.n_ctx
+            );
+        }
         Ok(())
     }
 

@@ -61,10 +61,14 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         })?
         .ids;
     let gen_s = t_gen.elapsed().as_secs_f64();
-    // Tokens evaluated for generation: all but the last sampled one.
-    let n_eval = ids.len().saturating_sub(1).max(1);
+    // Tokens evaluated for generation: all but the last sampled one (none: no speed).
+    let n_eval = ids.len().saturating_sub(1);
     let prompt_tps = prompt_ids.len() as f64 / prompt_s;
-    let gen_tps = n_eval as f64 / gen_s;
+    let gen_tps = if n_eval > 0 {
+        n_eval as f64 / gen_s
+    } else {
+        0.0
+    };
     let (n_repacked, repacked_bytes) = session.repacked();
     let huge_pages = session.model().gguf().huge_pages();
     if args.json {

@@ -28,6 +28,8 @@ pub enum GgufError {
     },
     #[error("{0}")]
     Write(#[from] std::io::Error),
+    #[error("{path} is {kind}, not a model file")]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{path}: {error}")]
     InFile {
         path: PathBuf,

@@ -114,6 +114,19 @@ impl Gguf {
             path: path.to_path_buf(),
             source,
         };
+        // Before opening: opening a FIFO for reading blocks until someone writes to it.
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            let kind = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a device, a pipe or a socket)"
+            };
+            return Err(GgufError::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
         let mut file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         // A bundle (an executable with a model appended) holds the GGUF at an offset.

@@ -465,7 +465,7 @@ fn runaway_templates_stop_with_an_error() {
         .unwrap()
         .render(&hi, true)
         .unwrap_err();
-    assert!(matches!(e, TemplateError::Runaway(_)), "{e}");
+    assert!(matches!(e, TemplateError::Runaway(..)), "{e}");
     assert!(e.to_string().contains("instructions"), "{e}");
     let long = "{% for i in range(10000) %}{% for j in range(1000) %}{{ 'x' * 100 }}{% endfor %}{% endfor %}";
     let e = ChatTemplate::jinja(long, "<bos>", "<eos>")
@@ -482,6 +482,42 @@ fn runaway_templates_stop_with_an_error() {
         Some("hello"),
     );
     assert!(!ok && err.contains("runs without end"), "{err}");
+
+    // A template from a file is named by its path in every error, not as the model's.
+    let file = dir.join("broken.jinja");
+    std::fs::write(&file, "{% for x in %}").unwrap();
+    let (_, err, ok) = common::run_gemlet(
+        &[
+            "chat",
+            "-m",
+            common::fixture("tiny/tiny-gemma3-f32.gguf")
+                .to_str()
+                .unwrap(),
+            "--chat-template-file",
+            file.to_str().unwrap(),
+        ],
+        Some("hello"),
+    );
+    assert!(
+        !ok && err.contains("broken.jinja is not a valid template"),
+        "{err}"
+    );
+    assert!(!err.contains("tokenizer.chat_template"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A directory or a FIFO given as the model is refused by what it is (a FIFO used to block
+/// `inspect` forever: opening one for reading waits for a writer).
+#[test]
+fn a_model_path_that_is_not_a_file_is_refused() {
+    let dir = common::scratch("not-a-file");
+    let fifo = dir.join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    for (path, kind) in [(&dir, "a directory"), (&fifo, "not a regular file")] {
+        let (_, err, ok) = common::run_gemlet(&["inspect", path.to_str().unwrap()], None);
+        assert!(!ok && err.contains(kind), "{err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
