@@ -127,6 +127,8 @@ pub struct Tokenizer {
     eog: Vec<TokenId>,
     add_bos: bool,
     add_eos: bool,
+    /// The longest token's bytes: text of n bytes takes at least n / this many tokens.
+    max_piece: usize,
 }
 
 /// Reads an integer array key as i64s.
@@ -219,7 +221,7 @@ impl Tokenizer {
 
         let hf = build_hf(&tokens, &scores, &types, &eog, unk, add_space_prefix)?;
         let pieces = build_pieces(&tokens, &types);
-        Ok(Tokenizer {
+        let mut t = Tokenizer {
             hf: Mutex::new(hf),
             pieces,
             types,
@@ -228,7 +230,20 @@ impl Tokenizer {
             eog,
             add_bos,
             add_eos,
-        })
+            max_piece: 1,
+        };
+        t.max_piece = (0..t.n_vocab() as TokenId)
+            .filter_map(|id| t.piece(id).ok().map(<[u8]>::len))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Ok(t)
+    }
+
+    /// The fewest tokens `text` can take (its bytes over the longest token's): known without
+    /// tokenizing it, which costs memory many times the text's size.
+    pub fn min_tokens(&self, text: &str) -> usize {
+        text.len() / self.max_piece
     }
 
     pub fn n_vocab(&self) -> usize {

@@ -29,6 +29,12 @@ pub enum ChatError {
     Tokenizer(#[from] TokenizerError),
     #[error("the chat template renders this conversation as no tokens at all")]
     EmptyPrompt,
+    #[error("the message ({bytes} bytes) is at least {at_least} tokens, and the context holds {n_ctx} (raise -c)")]
+    TooLong {
+        bytes: usize,
+        at_least: usize,
+        n_ctx: usize,
+    },
     #[error(
         "the conversation needs {needed} tokens but the context holds {n_ctx}: {}",
         if *.shift { "the message alone is too long (raise -c)" }
@@ -167,6 +173,16 @@ impl<'m> Chat<'m> {
         mut on_text: impl FnMut(&str),
     ) -> Result<TurnStats> {
         let t0 = Instant::now();
+        // A message that cannot fit is refused before it is tokenized.
+        let n_ctx = self.session.params().n_ctx;
+        let at_least = self.session.model().tokenizer().min_tokens(user);
+        if at_least >= n_ctx {
+            return Err(ChatError::TooLong {
+                bytes: user.len(),
+                at_least,
+                n_ctx,
+            });
+        }
         self.turns.push(Message::new(Role::User, user));
         let prompt = match self.next_prompt() {
             Ok(p) => p,

@@ -352,7 +352,8 @@ mod tests {
         );
         let bad = ChatTemplate::jinja("{% for %}", "", "").err().unwrap();
         assert!(
-            bad.to_string().contains("the chat template is not a valid template"),
+            bad.to_string()
+                .contains("the chat template is not a valid template"),
             "{bad}"
         );
         let raising =

@@ -75,6 +75,13 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         .map(|t| t.n_prompt() + t.n_gen())
         .max()
         .unwrap_or(1);
+    // Checked before any token list is built (-p 100000000 built 400 MB before failing).
+    let n_ctx_train = model.config().dims.n_ctx_train;
+    if n_ctx > n_ctx_train {
+        return Err(CliError::Usage(format!(
+            "-p and -n ask for a context of {n_ctx} tokens; the model's is {n_ctx_train}"
+        )));
+    }
     let params = SessionParams {
         n_ctx,
         cache: args.cache.params(),

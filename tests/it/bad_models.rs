@@ -550,6 +550,48 @@ fn threads_beyond_the_cpus_are_capped_with_a_warning() {
     );
 }
 
+/// 20 MB piped to chat reached 2.4 GB and 13 s before the context error: a message that
+/// cannot fit (its bytes over the longest token's) is refused before it is tokenized.
+#[test]
+fn a_message_far_past_the_context_is_refused_before_tokenizing() {
+    let big = "word ".repeat(4 << 20);
+    let (_, err, ok) = common::run_gemlet(
+        &[
+            "chat",
+            "-c",
+            "256",
+            "-m",
+            common::fixture("tiny/tiny-gemma3-f32.gguf")
+                .to_str()
+                .unwrap(),
+        ],
+        Some(&big),
+    );
+    assert!(
+        !ok && err.contains("at least") && err.contains("raise -c"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_past_the_model_s_context_is_refused_before_building_tokens() {
+    let (_, err, ok) = common::run_gemlet(
+        &[
+            "bench",
+            "-p",
+            "100000000",
+            "-n",
+            "0",
+            "-m",
+            common::fixture("tiny/tiny-gemma3-f32.gguf")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("context of 100000000 tokens"), "{err}");
+}
+
 #[test]
 fn prompt_past_the_context_is_an_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
