@@ -96,11 +96,12 @@ pub struct RunArgs {
         short = 'b',
         long = "batch-size",
         alias = "ubatch-size",
-        default_value_t = SessionParams::default().n_batch
+        default_value_t = SessionParams::default().n_batch,
+        allow_negative_numbers = true
     )]
     pub batch_size: usize,
     /// Threads (default: physical cores).
-    #[arg(short = 't', long = "threads")]
+    #[arg(short = 't', long = "threads", allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Flash attention: on, off or auto (on); also -fa, and 1 or 0 as llama-bench takes.
     #[arg(long = "flash-attn", default_value = "auto", value_parser = on_off, action = clap::ArgAction::Set)]
@@ -124,7 +125,7 @@ pub struct ModelArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Context size in tokens (capped at the model's training context).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = SessionParams::default().n_ctx)]
+    #[arg(short = 'c', long = "ctx-size", default_value_t = SessionParams::default().n_ctx, allow_negative_numbers = true)]
     pub ctx_size: usize,
     #[command(flatten)]
     pub cache: CacheArgs,

@@ -74,7 +74,7 @@ pub fn run(args: &ChatArgs) -> Result<(), CliError> {
     let mut turn = Turn {
         chat,
         sampler,
-        n_predict: usize::try_from(args.n_predict).unwrap_or(usize::MAX),
+        n_predict: super::generate::n_predict(args.n_predict),
         overflow,
     };
     if !std::io::stdin().is_terminal() {

@@ -17,9 +17,14 @@ pub struct GenerateArgs {
     /// The prompt.
     #[arg(short = 'p', long = "prompt")]
     pub prompt: String,
-    /// Tokens to generate at most.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
-    pub n_predict: usize,
+    /// Tokens to generate at most (-1: until the end of generation or of the context).
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
+    pub n_predict: i64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Print one JSON object: prompt ids, generated ids, text and timings.
@@ -53,7 +58,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     // Time to first token: from the prompt's evaluation to the first sampled token.
     let mut ttft_ms = None;
     let ids = session
-        .generate(&mut sampler, args.n_predict, |piece| {
+        .generate(&mut sampler, n_predict(args.n_predict), |piece| {
             ttft_ms.get_or_insert_with(|| t_prompt.elapsed().as_secs_f64() * 1e3);
             text.push_str(piece);
             // A closed pipe ends generation quietly.
@@ -129,4 +134,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// llama.cpp's `-n`: a count, or a negative number for no limit but the context's.
+pub fn n_predict(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }

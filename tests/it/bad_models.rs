@@ -592,6 +592,28 @@ fn bench_past_the_model_s_context_is_refused_before_building_tokens() {
     assert!(!ok && err.contains("context of 100000000 tokens"), "{err}");
 }
 
+/// Negative numbers: `-n -1` is llama.cpp's "until the context ends"; a negative size is an
+/// invalid value of its flag (it was "unexpected argument '-5'").
+#[test]
+fn negative_numbers_are_values() {
+    let m = common::fixture("tiny/tiny-gemma3-f32.gguf");
+    let m = m.to_str().unwrap();
+    let (out, err, ok) = common::run_gemlet(
+        &[
+            "generate", "-m", m, "-p", "hi", "-n", "-1", "--temp", "0", "-c", "32", "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["ids"].as_array().unwrap().len() + 2, 32, "{out}");
+    let (_, err, ok) = common::run_gemlet(&["generate", "-m", m, "-p", "hi", "-c", "-5"], None);
+    assert!(
+        !ok && err.contains("invalid value '-5' for '--ctx-size"),
+        "{err}"
+    );
+}
+
 #[test]
 fn prompt_past_the_context_is_an_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
