@@ -151,20 +151,30 @@ import json, math, re, statistics, sys
 work, bw = sys.argv[1], float(sys.argv[2])
 tags = open(f"{work}/tags").read().split()
 
-def bench(tag, tool):
-    """Per test: all samples (t/s) over the rounds, and the model's bytes."""
-    out, size = {}, 0
-    i = 1
+def rounds(tag, tool):
+    """Per round, in order: per test, the samples (t/s); and the model's bytes."""
+    out, size, i = [], 0, 1
     while True:
         try:
             rows = json.load(open(f"{work}/{tag}.{tool}.{i}.json"))
         except FileNotFoundError:
             break
+        tests = {}
         for r in rows:
             name = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
-            out.setdefault(name, []).extend(r["samples_ts"])
+            tests.setdefault(name, []).extend(r["samples_ts"])
             size = r["model_size"]
+        out.append(tests)
         i += 1
+    return out, size
+
+def bench(tag, tool):
+    """Per test: all samples (t/s) over the rounds, and the model's bytes."""
+    rs, size = rounds(tag, tool)
+    out = {}
+    for tests in rs:
+        for name, xs in tests.items():
+            out.setdefault(name, []).extend(xs)
     return out, size
 
 def runs(tag, tool, f):
@@ -195,16 +205,10 @@ def ttft_ms(tag, tool):
 
 def round_means(tag, tool):
     """Per test: each round's mean t/s, in round order."""
-    out, i = {}, 1
-    while True:
-        try:
-            rows = json.load(open(f"{work}/{tag}.{tool}.{i}.json"))
-        except FileNotFoundError:
-            break
-        for r in rows:
-            name = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
-            out.setdefault(name, []).append(statistics.mean(r["samples_ts"]))
-        i += 1
+    out = {}
+    for tests in rounds(tag, tool)[0]:
+        for name, xs in tests.items():
+            out.setdefault(name, []).append(statistics.mean(xs))
     return out
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom.
