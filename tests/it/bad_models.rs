@@ -4,32 +4,34 @@
 use crate::common;
 
 use gemlet::ggml::Type;
-use gemlet::gguf::{Gguf, GgufWriter, Value};
+use gemlet::gguf::{Gguf, GgufWriter, TensorInfo, Value};
 use gemlet::model::Model;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Rewrites the tiny gemma3 model with `edit_kv` applied to its metadata and `edit_tensor`
-/// deciding each tensor's fate (None drops it; Some(dims) keeps it with those dims).
-fn variant(
+/// One tensor as a rewrite writes it: type, dims and bytes (None: left out).
+type Written = Option<(Type, Vec<u64>, Vec<u8>)>;
+
+/// The tiny gemma3 model rewritten: metadata `set` on top of its own, and each tensor as `edit`
+/// says from its table entry and bytes.
+fn rewrite(
     dir: &Path,
     name: &str,
-    edit_kv: impl Fn(&str, Value<'static>) -> Value<'static>,
-    edit_tensor: impl Fn(&str, &[u64]) -> Option<Vec<u64>>,
+    set: &[(&str, Value<'static>)],
+    edit: impl Fn(&TensorInfo, &[u8]) -> Written,
 ) -> PathBuf {
     let src = Gguf::open(common::fixture("tiny/tiny-gemma3-f32.gguf")).unwrap();
     let mut w = GgufWriter::new();
     for (k, v) in src.metadata() {
-        let owned = owned(v);
-        w.set(k, edit_kv(k, owned));
+        w.set(k, owned(v));
+    }
+    for (k, v) in set {
+        w.set(k, v.clone());
     }
     let mut data = Vec::new();
     for t in src.tensors() {
-        if let Some(dims) = edit_tensor(&t.name, &t.dims) {
-            w.add_tensor(&t.name, t.ty, &dims).unwrap();
-            let n: u64 = dims.iter().product::<u64>() * 4;
-            let mut bytes = src.tensor_data(t).to_vec();
-            bytes.resize(n as usize, 0);
+        if let Some((ty, dims, bytes)) = edit(t, src.tensor_data(t)) {
+            w.add_tensor(&t.name, ty, &dims).unwrap();
             data.push(bytes);
         }
     }
@@ -40,6 +42,47 @@ fn variant(
     }
     tw.finish().unwrap();
     path
+}
+
+/// Each tensor as it is.
+fn same(t: &TensorInfo, bytes: &[u8]) -> Written {
+    Some((t.ty, t.dims.clone(), bytes.to_vec()))
+}
+
+/// The tiny (F32) model with `edit_tensor` deciding each tensor's dims (None drops it).
+fn variant(
+    dir: &Path,
+    name: &str,
+    edit_tensor: impl Fn(&str, &[u64]) -> Option<Vec<u64>>,
+) -> PathBuf {
+    rewrite(dir, name, &[], |t, bytes| {
+        edit_tensor(&t.name, &t.dims).map(|dims| {
+            let mut bytes = bytes.to_vec();
+            bytes.resize(dims.iter().product::<u64>() as usize * 4, 0);
+            (t.ty, dims, bytes)
+        })
+    })
+}
+
+/// The tiny gemma3 model with metadata `key` set to `value` (added when it is missing).
+fn with_key(dir: &Path, key: &str, value: Value<'static>) -> PathBuf {
+    rewrite(dir, key, &[(key, value)], same)
+}
+
+/// The tiny gemma3 model with tensor `tensor` stored as `ty` (its bytes zero, or `fill`).
+fn retyped(dir: &Path, name: &str, tensor: &str, ty: Type, fill: Option<&[u8]>) -> PathBuf {
+    rewrite(dir, name, &[], |t, bytes| {
+        if t.name != tensor {
+            return same(t, bytes);
+        }
+        let rows: u64 = t.dims[1..].iter().product();
+        let n = (ty.row_bytes(t.dims[0]).unwrap() * rows) as usize;
+        let data = match fill {
+            Some(f) => f.iter().copied().cycle().take(n).collect(),
+            None => vec![0; n],
+        };
+        Some((ty, t.dims.clone(), data))
+    })
 }
 
 fn owned(v: Value<'_>) -> Value<'static> {
@@ -87,126 +130,49 @@ fn load_error(path: &Path) -> String {
 #[test]
 fn bad_models_are_clear_errors() {
     let dir = common::scratch("bad-models");
-    let keep = |_: &str, d: &[u64]| Some(d.to_vec());
-    let same = |_: &str, v: Value<'static>| v;
 
-    let p = variant(&dir, "missing", same, |n, d| {
-        (n != "blk.3.ffn_up.weight").then(|| d.to_vec())
-    });
-    let e = load_error(&p);
-    assert!(
-        e.contains("'blk.3.ffn_up.weight'") && e.contains("missing"),
-        "{e}"
-    );
-
-    let p = variant(&dir, "shape", same, |n, d| {
-        Some(if n == "blk.1.attn_k.weight" {
-            vec![d[0], d[1] * 2]
-        } else {
-            d.to_vec()
-        })
-    });
-    let e = load_error(&p);
-    assert!(
-        e.contains("'blk.1.attn_k.weight'") && e.contains("[64, 64]") && e.contains("[64, 32]"),
-        "{e}"
-    );
-
-    let p = variant(
-        &dir,
-        "arch",
-        |k, v| {
-            if k == "general.architecture" {
-                Value::string("mamba")
-            } else {
-                v
-            }
-        },
-        keep,
-    );
-    let e = load_error(&p);
-    assert!(
-        e.contains("'mamba'") && e.contains("gemma, gemma2, gemma3"),
-        "{e}"
-    );
-
-    let p = variant(
-        &dir,
-        "heads",
-        |k, v| {
-            if k == "gemma3.attention.head_count_kv" {
-                Value::U32(3)
-            } else {
-                v
-            }
-        },
-        keep,
-    );
-    let e = load_error(&p);
-    assert!(
-        e.contains("4 query heads") && e.contains("3 key/value heads"),
-        "{e}"
-    );
-
-    let p = variant(&dir, "vocab", same, |n, d| {
-        Some(if n == "token_embd.weight" {
-            vec![d[0], d[1] - 1]
-        } else {
-            d.to_vec()
-        })
-    });
-    let e = load_error(&p);
-    assert!(e.contains("512 tokens") && e.contains("511 rows"), "{e}");
-
+    let resized = |tensor: &'static str, dims: fn(&[u64]) -> Vec<u64>| {
+        move |n: &str, d: &[u64]| Some(if n == tensor { dims(d) } else { d.to_vec() })
+    };
+    let cases: [(PathBuf, &[&str]); 5] = [
+        (
+            variant(&dir, "missing", |n, d| {
+                (n != "blk.3.ffn_up.weight").then(|| d.to_vec())
+            }),
+            &["'blk.3.ffn_up.weight'", "missing"],
+        ),
+        (
+            variant(
+                &dir,
+                "shape",
+                resized("blk.1.attn_k.weight", |d| vec![d[0], d[1] * 2]),
+            ),
+            &["'blk.1.attn_k.weight'", "[64, 64]", "[64, 32]"],
+        ),
+        (
+            with_key(&dir, "general.architecture", Value::string("mamba")),
+            &["'mamba'", "gemma, gemma2, gemma3"],
+        ),
+        (
+            with_key(&dir, "gemma3.attention.head_count_kv", Value::U32(3)),
+            &["4 query heads", "3 key/value heads"],
+        ),
+        (
+            variant(
+                &dir,
+                "vocab",
+                resized("token_embd.weight", |d| vec![d[0], d[1] - 1]),
+            ),
+            &["512 tokens", "511 rows"],
+        ),
+    ];
+    for (p, needles) in cases {
+        let e = load_error(&p);
+        for n in needles {
+            assert!(e.contains(n), "{}: {e} does not say {n}", p.display());
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// The tiny gemma3 model with metadata `key` set to `value` (added when it is missing).
-fn with_key(dir: &Path, key: &str, value: Value<'static>) -> PathBuf {
-    let src = Gguf::open(common::fixture("tiny/tiny-gemma3-f32.gguf")).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        w.set(k, owned(v));
-    }
-    w.set(key, value);
-    for t in src.tensors() {
-        w.add_tensor(&t.name, t.ty, &t.dims).unwrap();
-    }
-    let path = dir.join(format!("{key}.gguf"));
-    let mut tw = w.create(&path).unwrap();
-    for t in src.tensors() {
-        tw.write_tensor(src.tensor_data(t)).unwrap();
-    }
-    tw.finish().unwrap();
-    path
-}
-
-/// The tiny gemma3 model with tensor `tensor` stored as `ty` (its bytes zero, or `fill`).
-fn retyped(dir: &Path, name: &str, tensor: &str, ty: Type, fill: Option<&[u8]>) -> PathBuf {
-    let src = Gguf::open(common::fixture("tiny/tiny-gemma3-f32.gguf")).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        w.set(k, owned(v));
-    }
-    let mut data = Vec::new();
-    for t in src.tensors() {
-        let ty = if t.name == tensor { ty } else { t.ty };
-        w.add_tensor(&t.name, ty, &t.dims).unwrap();
-        let rows: u64 = t.dims[1..].iter().product();
-        let n = (ty.row_bytes(t.dims[0]).unwrap() * rows) as usize;
-        data.push(match (t.name == tensor, fill) {
-            (true, Some(f)) => f.iter().copied().cycle().take(n).collect(),
-            (true, None) => vec![0; n],
-            (false, _) => src.tensor_data(t).to_vec(),
-        });
-    }
-    let path = dir.join(format!("{name}.gguf"));
-    let mut tw = w.create(&path).unwrap();
-    for d in &data {
-        tw.write_tensor(d).unwrap();
-    }
-    tw.finish().unwrap();
-    path
 }
 
 /// Weights of types the graph cannot compute crashed the process inside ggml (SIGABRT in its
@@ -358,25 +324,18 @@ fn counts_the_file_cannot_hold_are_refused_before_use() {
     );
     assert!(text.contains("cannot run this file"), "{text}");
 
-    let p = with_key(&dir, "gemma3.block_count", Value::U32(0));
-    let src = Gguf::open(&p).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        w.set(k, owned(v));
-    }
-    w.set(
-        "gemma3.attention.head_count",
-        Value::array(ValueType::I32, Vec::new()),
+    let q = rewrite(
+        &dir,
+        "empty-heads",
+        &[
+            ("gemma3.block_count", Value::U32(0)),
+            (
+                "gemma3.attention.head_count",
+                Value::array(ValueType::I32, Vec::new()),
+            ),
+        ],
+        same,
     );
-    for t in src.tensors() {
-        w.add_tensor(&t.name, t.ty, &t.dims).unwrap();
-    }
-    let q = dir.join("empty-heads.gguf");
-    let mut tw = w.create(&q).unwrap();
-    for t in src.tensors() {
-        tw.write_tensor(src.tensor_data(t)).unwrap();
-    }
-    tw.finish().unwrap();
     let e = load_error(&q);
     assert!(e.contains("head_count"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
