@@ -115,7 +115,7 @@ impl CacheLayout {
         swa_full: bool,
     ) -> CacheLayout {
         let ring = match window {
-            Some(w) if !swa_full => (w + size.n_batch).min(size.n_ctx),
+            Some(w) if !swa_full => w.saturating_add(size.n_batch).min(size.n_ctx),
             Some(_) => size.n_ctx,
             None => 0,
         };
