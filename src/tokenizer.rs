@@ -21,18 +21,25 @@ mod spm;
 use spm::SpmModel;
 use std::sync::Mutex;
 use tokenizers::decoders::DecoderWrapper;
-use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace, Sequence};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::PostProcessorWrapper;
-use tokenizers::{AddedToken, TokenizerImpl};
+use tokenizers::{AddedToken, NormalizedString, Normalizer, TokenizerImpl};
 
 type HfTokenizer = TokenizerImpl<
     SpmModel,
-    NormalizerWrapper,
+    SpmNormalizer,
     PreTokenizerWrapper,
     PostProcessorWrapper,
     DecoderWrapper,
 >;
+
+/// Texts are tokenized in pieces of about this many bytes, so that memory follows the piece,
+/// not the text (the pipeline takes ~100 bytes per byte of text).
+pub const CHUNK_BYTES: usize = 1 << 16;
+
+/// How many places past a piece's end are tried for a split before the piece grows by another
+/// [`CHUNK_BYTES`] (text made of long tokens, such as runs of spaces, may have none).
+const SPLIT_TRIES: usize = 64;
 
 pub type TokenId = u32;
 
@@ -290,21 +297,69 @@ impl Tokenizer {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<TokenId>> {
+        self.encode_in_chunks(text, add_special, parse_special, CHUNK_BYTES)
+    }
+
+    /// [`Tokenizer::encode`] in pieces of about `chunk` bytes. The ids do not depend on
+    /// `chunk`: a piece ends only where no token's text (nor an added token's) spans the split,
+    /// so no merge and no added-token match could have crossed it.
+    pub fn encode_in_chunks(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        chunk: usize,
+    ) -> Result<Vec<TokenId>> {
         let mut hf = self.hf.lock().unwrap_or_else(|e| e.into_inner());
         hf.set_encode_special_tokens(!parse_special);
-        let enc = hf
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Build(e.to_string()))?;
-        drop(hf);
-        let mut ids = Vec::with_capacity(enc.get_ids().len() + 2);
+        let mut ids = Vec::new();
         if add_special && self.add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        let space_prefix = hf.get_normalizer().is_some_and(|n| n.space_prefix);
+        let mut start = 0;
+        while start < text.len() {
+            let end = self.split_after(hf.get_model(), text, start, chunk.max(1), space_prefix);
+            hf.with_normalizer(Some(SpmNormalizer {
+                space_prefix,
+                mid_text: start > 0,
+            }));
+            let enc = hf
+                .encode_fast(&text[start..end], false)
+                .map_err(|e| TokenizerError::Build(e.to_string()))?;
+            ids.extend_from_slice(enc.get_ids());
+            start = end;
+        }
         if add_special && self.add_eos {
             ids.extend(self.eos);
         }
         Ok(ids)
+    }
+
+    /// Where the piece of `text` from `start` ends: the first safe split at least `chunk` bytes
+    /// on, or the text's end.
+    fn split_after(
+        &self,
+        model: &SpmModel,
+        text: &str,
+        start: usize,
+        chunk: usize,
+        space_prefix: bool,
+    ) -> usize {
+        let mut from = start.saturating_add(chunk);
+        while from < text.len() {
+            let candidates = (from..text.len())
+                .filter(|&p| text.is_char_boundary(p))
+                .take(SPLIT_TRIES);
+            for p in candidates {
+                let after_added = space_prefix && self.ends_in_added_token(model, &text[..p]);
+                if !after_added && no_token_spans(model, text, p, space_prefix) {
+                    return p;
+                }
+            }
+            from = from.saturating_add(chunk);
+        }
+        text.len()
     }
 
     /// The bytes token `id` stands for (a byte token's byte; "▁" as a space).
@@ -338,6 +393,66 @@ impl Tokenizer {
     }
 }
 
+impl Tokenizer {
+    /// Whether `text` may end with an added token (control or user-defined), after which the
+    /// normalizer puts a "▁": a piece must not start there, as its start gets none.
+    fn ends_in_added_token(&self, model: &SpmModel, text: &str) -> bool {
+        let longest = model.max_token_len().max(1);
+        let added = |s: &[u8]| {
+            model.token_id(s).is_some_and(|id| {
+                matches!(
+                    self.types[id as usize],
+                    TokenType::Control | TokenType::Unknown | TokenType::UserDefined
+                ) || self.is_eog(id)
+            })
+        };
+        (text.len().saturating_sub(longest)..text.len())
+            .filter(|&a| text.is_char_boundary(a))
+            .any(|a| {
+                let raw = &text[a..];
+                added(raw.as_bytes()) || added(raw.replace(' ', "▁").as_bytes())
+            })
+    }
+}
+
+/// Whether no token's text, as typed or with spaces as "▁", spans byte `p` of `text`. With
+/// `space_prefix`, a "▁" may stand before any stretch (the normalizer adds one after each added
+/// token, which are not known here), so windows are also tried with one in front.
+fn no_token_spans(model: &SpmModel, text: &str, p: usize, space_prefix: bool) -> bool {
+    const PREFIX: &[u8] = "▁".as_bytes();
+    let bytes = text.as_bytes();
+    // A token spanning p as typed is at most as long as its stored text.
+    let longest = model.max_token_len().max(1);
+    let mut normal = Vec::with_capacity(3 * longest + PREFIX.len());
+    for a in p.saturating_sub(longest - 1)..p {
+        if !text.is_char_boundary(a) {
+            continue;
+        }
+        let last = (a + longest).min(text.len());
+        for b in p + 1..=last {
+            if !text.is_char_boundary(b) {
+                continue;
+            }
+            let raw = &bytes[a..b];
+            normal.clear();
+            normal.extend_from_slice(PREFIX);
+            for &c in raw {
+                match c {
+                    b' ' => normal.extend_from_slice(PREFIX),
+                    c => normal.push(c),
+                }
+            }
+            if model.is_token(raw)
+                || model.is_token(&normal[PREFIX.len()..])
+                || (space_prefix && model.is_token(&normal))
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 fn build_pieces(tokens: &[std::borrow::Cow<'_, str>], types: &[TokenType]) -> Pieces {
     let mut bytes = Vec::with_capacity(tokens.iter().map(|t| t.len()).sum());
     let mut offsets = Vec::with_capacity(tokens.len() + 1);
@@ -360,7 +475,6 @@ fn build_hf(
     unk: Option<TokenId>,
     add_space_prefix: bool,
 ) -> Result<HfTokenizer> {
-    let err = |e: Box<dyn std::error::Error + Send + Sync>| TokenizerError::Build(e.to_string());
     let mut model = SpmModel::new(tokens, scores, unk);
     let mut added = Vec::new();
     for (i, (t, ty)) in tokens.iter().zip(types).enumerate() {
@@ -379,14 +493,30 @@ fn build_hf(
         }
     }
     let mut hf = HfTokenizer::new(model);
-    let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
-    if add_space_prefix {
-        normalizers.push(Prepend::new("▁".into()).into());
-    }
-    normalizers.push(Replace::new(" ", "▁").map_err(err)?.into());
-    hf.with_normalizer(Some(Sequence::new(normalizers)));
+    hf.with_normalizer(Some(SpmNormalizer {
+        space_prefix: add_space_prefix,
+        mid_text: false,
+    }));
     hf.add_tokens(&added);
     Ok(hf)
+}
+
+/// Spaces become "▁"; with `add_space_prefix`, one is put before the text and after each
+/// added token, as llama.cpp does (the pipeline normalizes each stretch between added tokens).
+struct SpmNormalizer {
+    space_prefix: bool,
+    /// The text starts mid-text (a later piece of a chunked text): no prefix at its start.
+    mid_text: bool,
+}
+
+impl Normalizer for SpmNormalizer {
+    fn normalize(&self, n: &mut NormalizedString) -> tokenizers::Result<()> {
+        let at_start = n.offsets_original().0 == 0;
+        if self.space_prefix && !n.is_empty() && !(self.mid_text && at_start) {
+            n.prepend("▁");
+        }
+        n.replace(' ', "▁")
+    }
 }
 
 /// Turns ids into text as they are generated, emitting only complete UTF-8: the bytes of a

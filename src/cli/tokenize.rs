@@ -49,8 +49,12 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
                 CliError::Usage(format!("stdin line {n}: no string field \"text\""))
             })?;
             let ids = encode(text).map_err(|e| CliError::Usage(format!("stdin line {n}: {e}")))?;
-            out.push_str(&json!({ "ids": ids }).to_string());
-            out.push('\n');
+            // Written directly: a JSON value per id would cost ~30 bytes each.
+            out.push_str("{\"ids\":[");
+            for (i, id) in ids.iter().enumerate() {
+                let _ = write!(out, "{}{id}", if i == 0 { "" } else { "," });
+            }
+            out.push_str("]}\n");
             if out.len() > 1 << 16 {
                 super::print(&out)?;
                 out.clear();

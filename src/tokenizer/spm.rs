@@ -23,6 +23,7 @@ pub struct SpmModel {
     byte_tokens: [u32; 256],
     /// Other texts that name a token (user-defined tokens stored with "▁" for spaces).
     aliases: HashMap<String, u32>,
+    max_len: usize,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -53,6 +54,7 @@ impl SpmModel {
             table: vec![EMPTY; (tokens.len() * 2).next_power_of_two()],
             byte_tokens: [unk.unwrap_or(0); 256],
             aliases: HashMap::new(),
+            max_len: tokens.iter().map(|t| t.as_ref().len()).max().unwrap_or(0),
         };
         let mask = model.table.len() - 1;
         for id in 0..tokens.len() as u32 {
@@ -85,6 +87,21 @@ impl SpmModel {
 
     fn token_bytes(&self, id: u32) -> &[u8] {
         &self.text[self.offsets[id as usize] as usize..self.offsets[id as usize + 1] as usize]
+    }
+
+    /// Whether `s` is a token's text.
+    pub fn is_token(&self, s: &[u8]) -> bool {
+        self.lookup(s).is_some()
+    }
+
+    /// The id of the token whose text is `s`.
+    pub fn token_id(&self, s: &[u8]) -> Option<u32> {
+        self.lookup(s)
+    }
+
+    /// The longest token text's bytes.
+    pub fn max_token_len(&self) -> usize {
+        self.max_len
     }
 
     fn lookup(&self, s: &[u8]) -> Option<u32> {
@@ -213,10 +230,9 @@ impl Model for SpmModel {
         Ok(self
             .encode(sequence)
             .into_iter()
-            .map(|(id, a, b)| {
-                let value = String::from_utf8_lossy(self.token_bytes(id)).into_owned();
-                Token::new(id, value, (a, b))
-            })
+            // No text per token: only ids are read from the encoding, and a String each
+            // would cost an allocation per token.
+            .map(|(id, a, b)| Token::new(id, String::new(), (a, b)))
             .collect())
     }
 

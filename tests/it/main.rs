@@ -20,6 +20,7 @@ mod no_alloc_per_token;
 mod real_model_greedy;
 mod real_model_perplexity;
 mod repack;
+mod rewrite;
 mod tiny_models;
 mod tokenize_cli;
 mod tokenizer_fixture;

@@ -65,3 +65,54 @@ fn missing_model_names_the_fetch_command() {
     assert!(!out.status.success());
     assert!(err.contains("scripts/fetch-model.sh"), "{err}");
 }
+
+#[test]
+fn a_20_mb_line_takes_memory_in_proportion() {
+    // Before text was tokenized in pieces, a 20 MB line took 1.85 GB (84 bytes per byte) and
+    // 30 s. Now the pipeline's cost follows a 64 KiB piece; what grows with the line is the
+    // line, its parsed string, the ids and the output: measured 137 MB, 32 MB of it the model's
+    // vocabulary. The bound leaves twice that room.
+    let words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "über",
+        "naïve",
+        "日本語",
+        "—",
+        "again,",
+    ];
+    let mut text = String::with_capacity(21 << 20);
+    let mut i = 0usize;
+    while text.len() < 20 << 20 {
+        text.push_str(words[i * 7 % words.len()]);
+        text.push(' ');
+        i += 1;
+    }
+    let dir = common::scratch("tokenize-big");
+    let input = dir.join("big.jsonl");
+    std::fs::write(
+        &input,
+        serde_json::json!({ "text": text }).to_string() + "\n",
+    )
+    .unwrap();
+    let model = common::real_model();
+    let m = common::run_measured(
+        &["tokenize", "-m", model.to_str().unwrap(), "--jsonl"],
+        Some(&input),
+    );
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    let ids: serde_json::Value = serde_json::from_str(m.stdout.trim()).unwrap();
+    let n = ids["ids"].as_array().unwrap().len();
+    assert!(n > text.len() / 8, "{n} ids for {} bytes", text.len());
+    let bound = (64 << 20) + 8 * text.len() as u64;
+    assert!(
+        m.max_rss < bound,
+        "peak RSS {} MB for {} MB of text (bound {} MB)",
+        m.max_rss >> 20,
+        text.len() >> 20,
+        bound >> 20
+    );
+    std::fs::remove_file(&input).unwrap();
+}

@@ -103,3 +103,38 @@ fn streaming_decoder_never_emits_a_partial_character() {
     }
     assert!(held > 100, "only {held} pieces were partial characters");
 }
+
+#[test]
+fn tokenizing_in_pieces_gives_llama_cpp_s_ids() {
+    // Every 10th line in pieces of 1 byte (a split at every place no token spans; each place
+    // costs thousands of lookups, so not every line), and all lines as one text of ~700 KB in
+    // the 64 KiB pieces `encode` uses, against the whole text at once.
+    let tok = tokenizer();
+    let cases = cases();
+    for c in cases.iter().step_by(10) {
+        assert_eq!(
+            tok.encode_in_chunks(&c.text, true, true, 1).unwrap(),
+            c.ids,
+            "{:?}",
+            c.text
+        );
+        assert_eq!(
+            tok.encode_in_chunks(&c.text, true, false, 1).unwrap(),
+            c.ids_no_special,
+            "{:?}",
+            c.text
+        );
+    }
+    let all: String = cases
+        .iter()
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let whole = tok.encode_in_chunks(&all, true, true, usize::MAX).unwrap();
+    assert_eq!(tok.encode(&all, true, true).unwrap(), whole);
+    assert!(
+        all.len() > 8 * gemlet::tokenizer::CHUNK_BYTES,
+        "{} bytes",
+        all.len()
+    );
+}

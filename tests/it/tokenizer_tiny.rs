@@ -37,3 +37,67 @@ fn tiny_vocabularies_match_llama_cpp() {
     }
     assert_eq!(checked, 15 * 7);
 }
+
+#[test]
+fn chunked_tokenizing_gives_the_same_ids() {
+    // Pieces of 1 and 3 bytes split the text at every place no token spans: the ids must not
+    // change (the 64 KiB pieces of real use are exercised by tokenizer_fixture on long text).
+    for name in ["tiny-gemma3-f32", "tiny-gemma-q8_0"] {
+        let path = common::fixture(&format!("tiny/{name}.gguf"));
+        let reference: Json = serde_json::from_str(
+            &std::fs::read_to_string(path.with_extension("logits.json")).unwrap(),
+        )
+        .unwrap();
+        let tok = Tokenizer::from_gguf(&Gguf::open(&path).unwrap()).unwrap();
+        for case in reference["tokenize"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let (add, parse) = (
+                case["add_special"].as_bool().unwrap(),
+                case["parse_special"].as_bool().unwrap(),
+            );
+            let want = common::json_ids(&case["ids"]);
+            for chunk in [1, 3] {
+                let got = tok.encode_in_chunks(text, add, parse, chunk).unwrap();
+                assert_eq!(got, want, "{name}, pieces of {chunk}: {text:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn space_prefix_matches_llama_tokenize() {
+    // The tiny vocabulary with tokenizer.ggml.add_space_prefix on (Gemma's files have it off):
+    // llama.cpp puts a "▁" before the text and after each special token, never at a split.
+    let dir = common::scratch("space-prefix");
+    let path = crate::rewrite::with_key(
+        &dir,
+        "tokenizer.ggml.add_space_prefix",
+        gemlet::gguf::Value::Bool(true),
+    );
+    let tok = Tokenizer::from_gguf(&Gguf::open(&path).unwrap()).unwrap();
+    let texts = [
+        "hello world",
+        " leading space",
+        "<start_of_turn>user\nhi there<end_of_turn>\n<start_of_turn>model\n",
+        "two  spaces and\nnew lines\n\n",
+    ];
+    for text in texts {
+        let out = std::process::Command::new(common::llama_tool("llama-tokenize"))
+            .arg("-m")
+            .arg(&path)
+            .args(["--ids", "--log-disable", "-p", text])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let want: Vec<u32> = serde_json::from_str(stdout.trim()).unwrap();
+        for chunk in [1, 2, 1 << 16] {
+            let got = tok.encode_in_chunks(text, true, true, chunk).unwrap();
+            assert_eq!(got, want, "pieces of {chunk}: {text:?}");
+        }
+    }
+}
