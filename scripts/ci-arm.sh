@@ -32,6 +32,18 @@ for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
   b=$("$X86" generate -m "$TINY" -p "hello world" -n 16 --temp 0 --json -t 2 | ids)
   [ "$a" = "$b" ] || fail "$target tiny-model ids $a differ from x86's $b"
   echo "tiny model greedy ids equal to x86: $a"
+  # A bundle made by the ARM build runs its model without -m; cut short, it says so.
+  bundle="/tmp/gemlet-bundle-$target"
+  "$qemu" "$bin" bundle -m "$TINY" -o "$bundle" >/dev/null
+  c=$(printf 'hello world' | "$qemu" "$bundle" generate -p "hello world" -n 16 --temp 0 --json -t 2 | ids)
+  [ "$c" = "$b" ] || fail "$target bundle ids $c differ from x86's $b"
+  head -c -1000 "$bundle" > "$bundle.cut"
+  set +e
+  msg=$("$qemu" "$bundle.cut" --temp 0 2>&1); rc=$?
+  set -e
+  [ "$rc" = 1 ] && [[ "$msg" == *"carries a model"* ]] || fail "$target cut bundle: exit $rc: $msg"
+  rm -f "$bundle" "$bundle.cut"
+  echo "bundle runs its model; cut short, it says so"
   # A prompt whose first 6 greedy steps all have a top-1/top-2 margin of at least 0.7 in
   # llama.cpp's run (tests/fixtures/gemma3-270m-greedy.jsonl, "chat"): the NEON kernels differ
   # from AVX's by far less than that.

@@ -31,5 +31,5 @@ echo "== test set-up: llama.cpp's Q4_0 runs on this CPU"
 LLAMA_DIR="$llama" bash scripts/llama-ref/same-cpu-ref.sh
 echo "== test set-up done in $((SECONDS - start)) s"
 
-cargo test --profile test-release "$@"
+LLAMA_DIR="$llama" cargo test --profile test-release "$@"
 echo "== tests done in $((SECONDS - start)) s"

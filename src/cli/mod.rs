@@ -101,6 +101,14 @@ fn bundled_model() -> Option<PathBuf> {
     crate::gguf::bundle::find(&mut f, len).ok()?.map(|_| exe)
 }
 
+/// Why the running executable is a bundle whose model cannot be found, if it is one.
+fn damaged_bundle() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let mut f = std::fs::File::open(&exe).ok()?;
+    let len = f.metadata().ok()?.len();
+    crate::gguf::bundle::damage(&mut f, len).ok()?
+}
+
 fn version() -> &'static str {
     static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     V.get_or_init(|| {
@@ -170,8 +178,14 @@ pub fn main() -> ExitCode {
     // A bundle started with no command (or only flags) chats with the model inside it.
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("-");
     let asks_program = ["-h", "--help", "-V", "--version"].contains(&first);
-    if first.starts_with('-') && !asks_program && bundled_model().is_some() {
-        args.insert(1, "chat".into());
+    if first.starts_with('-') && !asks_program {
+        if bundled_model().is_some() {
+            args.insert(1, "chat".into());
+        } else if let Some(why) = damaged_bundle() {
+            // Not clap's usage error: the user ran a bundle, which has lost its model.
+            eprintln!("error: this program carries a model (gemlet bundle), but {why}; make it again with `gemlet bundle`");
+            return ExitCode::FAILURE;
+        }
     }
     rewrite_llama_flags(&mut args);
     let cli = Cli::parse_from(args);

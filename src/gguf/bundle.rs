@@ -59,6 +59,66 @@ pub fn find(file: &mut File, file_len: u64) -> io::Result<Option<Embedded>> {
     Ok(consistent.then_some(e))
 }
 
+/// Where an ELF executable's own bytes end: the end of its section header table, which linkers
+/// and `strip` put last. None for a file that is not a little-endian ELF or has no sections.
+pub fn executable_end(file: &mut File) -> io::Result<Option<u64>> {
+    let mut h = [0u8; 64];
+    file.seek(SeekFrom::Start(0))?;
+    let n = file.read(&mut h)?;
+    file.seek(SeekFrom::Start(0))?;
+    if n < 52 || &h[..4] != b"\x7fELF" || h[5] != 1 {
+        return Ok(None);
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]) as u64;
+    let (shoff, entsize, count) = match h[4] {
+        1 => (
+            u32::from_le_bytes(h[0x20..0x24].try_into().expect("4 bytes")) as u64,
+            u16_at(0x2E),
+            u16_at(0x30),
+        ),
+        2 if n >= 64 => (
+            u64::from_le_bytes(h[0x28..0x30].try_into().expect("8 bytes")),
+            u16_at(0x3A),
+            u16_at(0x3C),
+        ),
+        _ => return Ok(None),
+    };
+    Ok((shoff > 0).then(|| shoff.saturating_add(entsize * count)))
+}
+
+/// Why `file` (an executable of `file_len` bytes) looks like a bundle whose model cannot be
+/// found: bytes after the executable's end but no consistent trailer (a damaged or truncated
+/// bundle). None for an intact bundle or a plain executable.
+pub fn damage(file: &mut File, file_len: u64) -> io::Result<Option<String>> {
+    if find(file, file_len)?.is_some() {
+        return Ok(None);
+    }
+    let Some(end) = executable_end(file)? else {
+        return Ok(None);
+    };
+    if file_len <= end {
+        return Ok(None);
+    }
+    let mut t = [0u8; TRAILER_LEN as usize];
+    let has_magic = file_len >= TRAILER_LEN && {
+        file.seek(SeekFrom::Start(file_len - TRAILER_LEN))?;
+        file.read_exact(&mut t)?;
+        file.seek(SeekFrom::Start(0))?;
+        &t[16..] == MAGIC
+    };
+    Ok(Some(if has_magic {
+        format!(
+            "its trailer does not match its {file_len} bytes (the file is truncated or altered)"
+        )
+    } else {
+        format!(
+            "the {} bytes after the program lack the trailer that locates the model (the file \
+             is damaged or truncated)",
+            file_len - end
+        )
+    }))
+}
+
 /// Writes `program` (an executable, or a bundle whose model is replaced), padding, the GGUF
 /// `model` (a GGUF file, or the GGUF inside a bundle) and the trailer to `out`. Returns where
 /// the GGUF went.
@@ -136,5 +196,17 @@ mod tests {
         let mut f = File::open(&again).unwrap();
         assert_eq!(find(&mut f, len + 1).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_executable_ends_with_its_section_headers() {
+        let exe = std::env::current_exe().unwrap();
+        let mut f = File::open(&exe).unwrap();
+        let len = f.metadata().unwrap().len();
+        assert_eq!(executable_end(&mut f).unwrap(), Some(len));
+        assert_eq!(damage(&mut f, len).unwrap(), None);
+        let mut not_elf = tempfile::tempfile().unwrap();
+        not_elf.write_all(&[0u8; 100]).unwrap();
+        assert_eq!(executable_end(&mut not_elf).unwrap(), None);
     }
 }

@@ -138,3 +138,62 @@ fn bundle_never_loses_a_file() {
     assert_eq!(names, ["m", "m.partial"], "left behind");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A bundle whose trailer is damaged or whose end is cut off says so, instead of acting as a
+/// plain gemlet that does not know the flags it was started with.
+#[test]
+fn a_damaged_bundle_says_it_lost_its_model() {
+    let dir = common::scratch("bundle-damaged");
+    let tiny = common::fixture("tiny/tiny-gemma3-f32.gguf");
+    let good = dir.join("good");
+    let (_, err, ok) = common::run_gemlet(
+        &[
+            "bundle",
+            "-m",
+            tiny.to_str().unwrap(),
+            "-o",
+            good.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let bytes = std::fs::read(&good).unwrap();
+    let n = bytes.len();
+    let mut bad_magic = bytes.clone();
+    bad_magic[n - 8..].copy_from_slice(b"XXXXXXXX");
+    let mut bad_offset = bytes.clone();
+    bad_offset[n - 20] ^= 0xff;
+    let cut = bytes[..n - 100_000].to_vec();
+    for (name, content, needle) in [
+        ("magic", bad_magic, "lack the trailer"),
+        ("offset", bad_offset, "trailer does not match"),
+        ("cut", cut, "lack the trailer"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // Another test's fork may briefly hold the file open for writing (ETXTBSY).
+        let out = loop {
+            match std::process::Command::new(&path)
+                .args(["--temp", "0", "-n", "2"])
+                .output()
+            {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                r => break r.unwrap(),
+            }
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains("carries a model (gemlet bundle)") && err.contains(needle),
+            "{name}: {err}"
+        );
+    }
+    // gemlet itself with flags and no command is still a usage error.
+    let (_, err, ok) = common::run_gemlet(&["--temp", "0"], None);
+    assert!(!ok && err.contains("unexpected argument"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
