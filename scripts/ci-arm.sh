@@ -37,7 +37,7 @@ for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
   "$qemu" "$bin" bundle -m "$TINY" -o "$bundle" >/dev/null
   c=$(printf 'hello world' | "$qemu" "$bundle" generate -p "hello world" -n 16 --temp 0 --json -t 2 | ids)
   [ "$c" = "$b" ] || fail "$target bundle ids $c differ from x86's $b"
-  head -c -1000 "$bundle" > "$bundle.cut"
+  head -c -1000 "$bundle" > "$bundle.cut"; chmod +x "$bundle.cut"
   set +e
   msg=$("$qemu" "$bundle.cut" --temp 0 2>&1); rc=$?
   set -e
