@@ -216,13 +216,9 @@ impl Config {
             None => n_head,
         };
         let n_ff = per_layer_scalar(g, &key("feed_forward_length"), n_layer)?;
-        if n_head == 0 || n_layer == 0 || n_embd == 0 {
-            return Err(ModelError::Config(format!(
-                "{a}: block_count {n_layer}, embedding_length {n_embd} and head_count {n_head} must be positive"
-            )));
-        }
-        let head_dim_k = opt_u("attention.key_length")?.unwrap_or(n_embd / n_head);
-        let head_dim_v = opt_u("attention.value_length")?.unwrap_or(n_embd / n_head);
+        let per_head = n_embd.checked_div(n_head).unwrap_or(0);
+        let head_dim_k = opt_u("attention.key_length")?.unwrap_or(per_head);
+        let head_dim_v = opt_u("attention.value_length")?.unwrap_or(per_head);
         let n_ctx_train = u("context_length")?;
         let norm_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
 
@@ -287,7 +283,7 @@ impl Config {
         // llama.cpp, by their layer count), head_dim otherwise.
         let is_27b = matches!((arch, n_layer), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
         let query_scale = if is_27b {
-            1.0 / ((n_embd / n_head) as f32).sqrt()
+            1.0 / (per_head as f32).sqrt()
         } else {
             1.0 / (head_dim_k as f32).sqrt()
         };
@@ -332,34 +328,57 @@ impl Config {
         Ok(config)
     }
 
+    /// Every number the graph and the buffers are built from, in range; errors name the key.
     fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(ModelError::Config(format!("{}: {m}", self.arch.name())));
+        let key = |k: &str| format!("{}.{k}", self.arch.name());
+        let bad = |m: String| Err(ModelError::Config(m));
         let d = &self.dims;
-        if d.n_head_kv == 0 || d.n_head % d.n_head_kv != 0 {
+        // Sizes: positive, and far from overflowing the products that size buffers on 32-bit
+        // targets.
+        let limit = 1usize << 24;
+        for (k, v) in [
+            ("block_count", d.n_layer),
+            ("embedding_length", d.n_embd),
+            ("attention.head_count", d.n_head),
+            ("attention.head_count_kv", d.n_head_kv),
+            ("attention.key_length", d.head_dim_k),
+            ("attention.value_length", d.head_dim_v),
+            ("feed_forward_length", d.n_ff),
+            ("context_length", d.n_ctx_train),
+        ] {
+            if v == 0 {
+                return bad(format!("{} is 0: it must be positive", key(k)));
+            }
+            if v > limit {
+                return bad(format!("{} is {v}: implausibly large", key(k)));
+            }
+        }
+        if d.n_vocab == 0 {
+            return bad("token_embd.weight has no rows: the vocabulary is empty".into());
+        }
+        if d.n_head % d.n_head_kv != 0 {
             return bad(format!(
-                "{} query heads are not a multiple of {} key/value heads",
-                d.n_head, d.n_head_kv
+                "{}: {} query heads are not a multiple of {} key/value heads",
+                key("attention.head_count_kv"),
+                d.n_head,
+                d.n_head_kv
             ));
         }
-        if d.head_dim_k == 0 || d.head_dim_k % 2 != 0 {
+        if d.head_dim_k % 2 != 0 {
             return bad(format!(
-                "head dimension {} must be even and positive (rope rotates pairs)",
+                "{} (the head dimension) is {}: it must be even (rope rotates pairs)",
+                key("attention.key_length"),
                 d.head_dim_k
             ));
         }
-        if d.head_dim_v == 0 || d.n_ff == 0 || d.n_vocab == 0 || d.n_ctx_train == 0 {
-            return bad(
-                "value length, feed_forward_length, vocabulary and context_length must be positive"
-                    .into(),
-            );
-        }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return bad(format!(
-                "layer_norm_rms_epsilon {} is out of range",
+                "{} is {}: it must lie between 0 and 1",
+                key("attention.layer_norm_rms_epsilon"),
                 self.norm_eps
             ));
         }
-        for (key, v) in [
+        for (k, v) in [
             ("rope.scaling.factor", self.rope_scale.global),
             ("rope.scaling.factor (local layers)", self.rope_scale.local),
             ("attn_logit_softcapping", self.attn_softcap.unwrap_or(1.0)),
@@ -368,35 +387,20 @@ impl Config {
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!(
-                    "{key} gives {v}: it must be a finite number above 0"
+                    "{} gives {v}: it must be a finite number above 0",
+                    key(k)
                 ));
             }
         }
-        if !(self.rope_base.global.is_finite() && self.rope_base.local.is_finite()) {
-            return bad(format!(
-                "rope bases {} / {} must be finite",
-                self.rope_base.global, self.rope_base.local
-            ));
-        }
-        if !(self.rope_base.global > 1.0 && self.rope_base.local > 1.0) {
-            return bad(format!(
-                "rope bases {} / {} must exceed 1",
-                self.rope_base.global, self.rope_base.local
-            ));
-        }
-        // Shapes of products that size buffers: keep them far from overflow on 32-bit targets.
-        let limit = 1usize << 24;
-        for (name, v) in [
-            ("block_count", d.n_layer),
-            ("embedding_length", d.n_embd),
-            ("feed_forward_length", d.n_ff),
-            ("head_count", d.n_head),
-            ("key_length", d.head_dim_k),
-            ("value_length", d.head_dim_v),
-            ("context_length", d.n_ctx_train),
+        for (k, v) in [
+            ("rope.freq_base", self.rope_base.global),
+            ("rope.freq_base_swa (local layers)", self.rope_base.local),
         ] {
-            if v > limit {
-                return bad(format!("{name} {v} is implausibly large"));
+            if !(v.is_finite() && v > 1.0) {
+                return bad(format!(
+                    "{} is {v}: it must be a finite number above 1",
+                    key(k)
+                ));
             }
         }
         Ok(())

@@ -130,18 +130,7 @@ fn non_finite_numbers_are_errors_not_garbage() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("logit of NaN"), "{stderr}");
 
-    for (key, v) in [
-        ("gemma3.final_logit_softcapping", f32::INFINITY),
-        ("gemma3.rope.freq_base", f32::INFINITY),
-        ("gemma3.rope.scaling.factor", f32::NAN),
-        ("gemma3.rope.scaling.factor", -1.0),
-    ] {
-        let p = with_key(&dir, key, Value::F32(v));
-        let e = load_error(&p);
-        let short = key.trim_start_matches("gemma3.");
-        let named = e.contains(short) || (short == "rope.freq_base" && e.contains("rope bases"));
-        assert!(named && !e.contains("panicked"), "{key} = {v}: {e}");
-    }
+    // Non-finite soft-caps and rope values in the metadata: crafted_suite.
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -31,25 +31,25 @@ fn assert_err(bytes: Vec<u8>, needles: &[&str]) {
 
 /// Field-by-field GGUF builder, so tests can write any value into any field.
 #[derive(Clone)]
-struct Raw(Vec<u8>);
+pub struct Raw(pub Vec<u8>);
 impl Raw {
-    fn new() -> Raw {
+    pub fn new() -> Raw {
         Raw(Vec::new())
     }
-    fn bytes(mut self, b: &[u8]) -> Raw {
+    pub fn bytes(mut self, b: &[u8]) -> Raw {
         self.0.extend_from_slice(b);
         self
     }
-    fn u32(self, v: u32) -> Raw {
+    pub fn u32(self, v: u32) -> Raw {
         self.bytes(&v.to_le_bytes())
     }
-    fn u64(self, v: u64) -> Raw {
+    pub fn u64(self, v: u64) -> Raw {
         self.bytes(&v.to_le_bytes())
     }
-    fn str(self, s: &[u8]) -> Raw {
+    pub fn str(self, s: &[u8]) -> Raw {
         self.u64(s.len() as u64).bytes(s)
     }
-    fn pad_to(mut self, align: usize) -> Raw {
+    pub fn pad_to(mut self, align: usize) -> Raw {
         while self.0.len() % align != 0 {
             self.0.push(0);
         }
@@ -57,14 +57,14 @@ impl Raw {
     }
 }
 
-struct Tensor<'a> {
+pub struct Tensor<'a> {
     name: &'a [u8],
     dims: Vec<u64>,
     ty: u32,
     offset: u64,
 }
 
-fn tensor<'a>(name: &'a str, dims: &[u64], ty: u32, offset: u64) -> Tensor<'a> {
+pub fn tensor<'a>(name: &'a str, dims: &[u64], ty: u32, offset: u64) -> Tensor<'a> {
     Tensor {
         name: name.as_bytes(),
         dims: dims.to_vec(),
@@ -74,7 +74,7 @@ fn tensor<'a>(name: &'a str, dims: &[u64], ty: u32, offset: u64) -> Tensor<'a> {
 }
 
 /// magic, version, counts, `kv` (already encoded), tensor table, padding to 32, `data` bytes.
-fn file(version: u32, kv: &[Raw], tensors: &[Tensor<'_>], data: usize) -> Vec<u8> {
+pub fn file(version: u32, kv: &[Raw], tensors: &[Tensor<'_>], data: usize) -> Vec<u8> {
     let mut r = Raw::new()
         .bytes(b"GGUF")
         .u32(version)
@@ -95,12 +95,12 @@ fn file(version: u32, kv: &[Raw], tensors: &[Tensor<'_>], data: usize) -> Vec<u8
     out
 }
 
-fn kv_str(key: &str, value: &str) -> Raw {
+pub fn kv_str(key: &str, value: &str) -> Raw {
     Raw::new().str(key.as_bytes()).u32(8).str(value.as_bytes())
 }
 
 /// A valid file: two keys, a Q8_0 tensor (68 bytes at 0) and an F32 one (16 bytes at 96).
-fn valid() -> Vec<u8> {
+pub fn valid() -> Vec<u8> {
     file(
         3,
         &[

@@ -8,6 +8,7 @@ mod bad_models;
 mod bundle;
 mod chat;
 mod chat_cli;
+mod crafted_suite;
 mod ggml_ops;
 mod gguf_crafted;
 mod gguf_real_model;

@@ -18,10 +18,24 @@ pub fn rewrite(
     set: &[(&str, Value<'static>)],
     edit: impl Fn(&TensorInfo, &[u8]) -> Written,
 ) -> PathBuf {
-    let src = Gguf::open(common::fixture("tiny/tiny-gemma3-f32.gguf")).unwrap();
+    rewrite_from("tiny-gemma3-f32", dir, name, &[], set, edit)
+}
+
+/// [`rewrite`] of the tiny fixture `from` (e.g. "tiny-gemma2-f32"), leaving out the keys `drop`.
+pub fn rewrite_from(
+    from: &str,
+    dir: &Path,
+    name: &str,
+    drop: &[&str],
+    set: &[(&str, Value<'static>)],
+    edit: impl Fn(&TensorInfo, &[u8]) -> Written,
+) -> PathBuf {
+    let src = Gguf::open(common::fixture(&format!("tiny/{from}.gguf"))).unwrap();
     let mut w = GgufWriter::new();
     for (k, v) in src.metadata() {
-        w.set(k, owned(v));
+        if !drop.contains(&k) {
+            w.set(k, owned(v));
+        }
     }
     for (k, v) in set {
         w.set(k, v.clone());
