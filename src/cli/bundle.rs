@@ -37,6 +37,14 @@ pub fn run(args: &BundleArgs) -> Result<(), CliError> {
         .prefix(".gemlet-bundle-")
         .tempfile_in(dir)
         .map_err(|e| io("writing in", dir, e))?;
+    // Ctrl-C ends the process without dropping `tmp`: remove it there. (After the rename the
+    // name is gone and the output complete.)
+    let tmp_path = tmp.path().to_path_buf();
+    ctrlc::set_handler(move || {
+        let _ = std::fs::remove_file(&tmp_path);
+        std::process::exit(130);
+    })
+    .map_err(|e| CliError::Usage(format!("installing the Ctrl-C handler: {e}")))?;
     let mut out = std::io::BufWriter::new(tmp.as_file());
     let e = bundle::write(&mut program, &mut model, &mut out)
         .and_then(|e| out.into_inner().map_err(|e| e.into_error()).map(|f| (e, f)))

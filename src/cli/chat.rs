@@ -7,7 +7,7 @@ use crate::model::{Census, Model};
 use crate::sampling::Sampler;
 use crate::session::{Session, Stop};
 use rustyline::error::ReadlineError;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,14 +126,17 @@ impl Turn<'_> {
         if message.trim().is_empty() {
             return Err(CliError::Usage("no message: stdin was empty".into()));
         }
-        let never = AtomicBool::new(false);
-        let mut out = std::io::stdout().lock();
+        // Output that cannot be written stops the reply.
+        let stop = AtomicBool::new(false);
+        let mut out = super::Stdout::new();
         let stats = self
             .chat
-            .send(&message, &mut self.sampler, self.n_predict, &never, |t| {
-                let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+            .send(&message, &mut self.sampler, self.n_predict, &stop, |t| {
+                if !out.write(t) {
+                    stop.store(true, Ordering::Relaxed);
+                }
             })?;
-        let _ = writeln!(out);
+        out.finish()?;
         if stats.stop == Stop::ContextFull {
             eprintln!(
                 "(the reply stopped at the end of the context: {} positions; raise -c)",
@@ -169,7 +172,7 @@ impl Turn<'_> {
         loop {
             let line = match pending.take() {
                 Some(p) => {
-                    println!("> {p}");
+                    super::print(&format!("> {p}\n"))?;
                     p
                 }
                 None => match read_message(&mut editor)? {
@@ -189,15 +192,16 @@ impl Turn<'_> {
             }
             stop.store(false, Ordering::Relaxed);
             replying.store(true, Ordering::Relaxed);
-            let mut out = std::io::stdout().lock();
+            let mut out = super::Stdout::new();
             let result = self
                 .chat
                 .send(text, &mut self.sampler, self.n_predict, &stop, |t| {
-                    let _ = out.write_all(t.as_bytes()).and_then(|_| out.flush());
+                    if !out.write(t) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
                 });
-            drop(out);
             replying.store(false, Ordering::Relaxed);
-            println!();
+            out.finish()?;
             match result {
                 Ok(stats) => {
                     self.report(&stats);

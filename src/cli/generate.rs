@@ -7,7 +7,6 @@ use crate::model::Model;
 use crate::sampling::Sampler;
 use crate::session::Session;
 use serde_json::json;
-use std::io::Write;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -53,18 +52,20 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     }
     let mut text = String::new();
     let t_gen = Instant::now();
-    let mut out = std::io::stdout().lock();
-    let stream = !args.json;
+    let mut out = (!args.json).then(super::Stdout::new);
     // Time to first token: from the prompt's evaluation to the first sampled token.
     let mut ttft_ms = None;
     let ids = session
         .generate(&mut sampler, n_predict(args.n_predict), |piece| {
             ttft_ms.get_or_insert_with(|| t_prompt.elapsed().as_secs_f64() * 1e3);
             text.push_str(piece);
-            // A closed pipe ends generation quietly.
-            !stream || (out.write_all(piece.as_bytes()).is_ok() && out.flush().is_ok())
+            // Output that cannot be written ends generation.
+            out.as_mut().is_none_or(|o| o.write(piece))
         })?
         .ids;
+    if let Some(out) = out {
+        out.finish()?;
+    }
     let gen_s = t_gen.elapsed().as_secs_f64();
     // Tokens evaluated for generation: all but the last sampled one (none: no speed).
     let n_eval = ids.len().saturating_sub(1);
@@ -100,10 +101,8 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
                 "refaulted": h.refaulted,
             })),
         });
-        drop(out);
         super::print(&format!("{j}\n"))?;
     } else {
-        let _ = writeln!(out);
         let repacked = if n_repacked > 0 {
             format!(
                 " | {n_repacked} matrices repacked ({})",

@@ -129,6 +129,46 @@ fn print(text: &str) -> Result<(), CliError> {
     }
 }
 
+/// Text streamed to stdout as it is generated. The first failed write ends the stream: a closed
+/// pipe (`gemlet generate ... | head -c 10`) because the reader is done, any other error (a full
+/// disk) to be reported by [`Stdout::finish`].
+struct Stdout {
+    out: std::io::StdoutLock<'static>,
+    failed: Option<std::io::Error>,
+}
+
+impl Stdout {
+    fn new() -> Stdout {
+        Stdout {
+            out: std::io::stdout().lock(),
+            failed: None,
+        }
+    }
+
+    /// Writes and flushes `text`; false once writing has failed.
+    fn write(&mut self, text: &str) -> bool {
+        if self.failed.is_none() {
+            if let Err(e) = self
+                .out
+                .write_all(text.as_bytes())
+                .and_then(|_| self.out.flush())
+            {
+                self.failed = Some(e);
+            }
+        }
+        self.failed.is_none()
+    }
+
+    /// Ends the stream with a newline; the write error, unless it was a closed pipe.
+    fn finish(mut self) -> Result<(), CliError> {
+        self.write("\n");
+        match self.failed {
+            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Rewrites llama.cpp's flags that are several letters after one dash (`-ctk`), which clap's
 /// short options cannot be, to their long names: only where a flag stands, never as the value
 /// of the option before it (`-p -ctk` is a prompt) nor after `--`.

@@ -197,3 +197,83 @@ fn a_damaged_bundle_says_it_lost_its_model() {
     assert!(!ok && err.contains("unexpected argument"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A write that fails midway (the file-size limit standing in for a full disk) and Ctrl-C
+/// while writing leave nothing behind: no output, no temporary file.
+#[test]
+fn a_failed_or_interrupted_bundle_leaves_nothing() {
+    use std::os::unix::process::CommandExt;
+    let dir = common::scratch("bundle-fails");
+    let listing = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    let tiny = common::fixture("tiny/tiny-gemma3-f32.gguf");
+    let out = dir.join("out");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gemlet"));
+    cmd.args([
+        "bundle",
+        "-m",
+        tiny.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec. Ignoring SIGXFSZ makes a
+    // write past the limit fail with EFBIG, as a full disk fails with ENOSPC.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("writing") && err.contains("too large"),
+        "{err}"
+    );
+    assert!(listing(&dir).is_empty(), "left behind: {:?}", listing(&dir));
+
+    // Ctrl-C once the temporary file is there (the real model: 253 MB to write).
+    let model = common::real_model();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gemlet"))
+        .args([
+            "bundle",
+            "-m",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while listing(&dir).is_empty() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let left = listing(&dir);
+    if out.exists() {
+        // It finished before the signal: then it is whole.
+        assert!(status.success());
+        assert_eq!(left, ["out"]);
+        let (_, err, ok) = common::run_gemlet(&["inspect", out.to_str().unwrap()], None);
+        assert!(ok, "{err}");
+    } else {
+        assert_eq!(status.code(), Some(130), "{status:?}");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

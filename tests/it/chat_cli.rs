@@ -157,3 +157,50 @@ fn interactive_chat_on_a_terminal() {
         "{status:?}"
     );
 }
+
+/// Output that cannot be written: a reader that stops early (`| head -c 10`) ends the run
+/// quietly; a full disk (`> /dev/full`) is an error with exit code 1. Neither panics.
+#[test]
+fn output_closed_early_or_full_ends_cleanly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let tiny = common::fixture("tiny/tiny-gemma3-f32.gguf");
+    let tiny = tiny.to_str().unwrap();
+    let runs: [&[&str]; 2] = [
+        &[
+            "generate", "-m", tiny, "-p", "hi", "-n", "500", "--temp", "0",
+        ],
+        &["chat", "-m", tiny, "-p", "hi", "-n", "500", "--temp", "0"],
+    ];
+    for args in runs {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 10];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("No space left on device"), "{args:?}: {err}");
+    }
+}
