@@ -262,16 +262,34 @@ pub struct Measured {
     pub secs: f64,
 }
 
+/// Starts a command, waits for it and reports its exit status, peak RSS (KiB) and time to the
+/// file in argv[1]. A process inherits the peak RSS of the one it was forked from (Linux keeps
+/// the old memory's high-water mark across exec), so gemlet is started from this small process,
+/// not from the test binary, whose own peak (models loaded by other tests) would show instead.
+const MEASURE_PY: &str = r#"
+import os, sys, time
+t = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+open(sys.argv[1], "w").write(f"{code} {sig} {ru.ru_maxrss} {time.monotonic() - t}")
+"#;
+
 /// Runs the gemlet binary with `args` and stdin from `stdin` (or nothing), measuring its peak
-/// RSS and wall time (`wait4`'s rusage of this one child, unlike RUSAGE_CHILDREN, which other
-/// tests' children share).
+/// RSS and wall time (through [`MEASURE_PY`]).
 pub fn run_measured(args: &[&str], stdin: Option<&std::path::Path>) -> Measured {
     use std::process::{Command, Stdio};
-    let dir = scratch("measured");
-    let id = format!("{}-{:?}", std::process::id(), std::thread::current().id());
-    let (out_path, err_path) = (dir.join(format!("{id}.out")), dir.join(format!("{id}.err")));
-    let start = std::time::Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_gemlet"))
+    // A directory per thread: `scratch` empties the one it names.
+    let dir = scratch(&format!("measured-{:?}", std::thread::current().id()));
+    let path = |ext: &str| dir.join(format!("run.{ext}"));
+    let (out_path, err_path, report) = (path("out"), path("err"), path("report"));
+    let status = Command::new("python3")
+        .args(["-c", MEASURE_PY])
+        .arg(&report)
+        .arg(env!("CARGO_BIN_EXE_gemlet"))
         .args(args)
         .stdin(match stdin {
             Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
@@ -279,26 +297,20 @@ pub fn run_measured(args: &[&str], stdin: Option<&std::path::Path>) -> Measured 
         })
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for this child only.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which std will not wait for (`child` is forgotten).
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    std::mem::forget(child);
-    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
-    let secs = start.elapsed().as_secs_f64();
+        .status()
+        .expect("python3 (the test set-up needs it)");
     let read = |p: &PathBuf| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+    assert!(status.success(), "measuring {args:?}: {}", read(&err_path));
+    let report = read(&report);
+    let f: Vec<&str> = report.split_whitespace().collect();
     let m = Measured {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        code: Some(f[0].parse().unwrap()).filter(|&c: &i32| c >= 0),
+        signal: Some(f[1].parse().unwrap()).filter(|&s: &i32| s > 0),
         stdout: read(&out_path),
         stderr: read(&err_path),
-        max_rss: usage.ru_maxrss as u64 * 1024,
-        secs,
+        max_rss: f[2].parse::<u64>().unwrap() * 1024,
+        secs: f[3].parse().unwrap(),
     };
-    let _ = std::fs::remove_file(&out_path);
-    let _ = std::fs::remove_file(&err_path);
+    let _ = std::fs::remove_dir_all(&dir);
     m
 }
