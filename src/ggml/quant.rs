@@ -2,48 +2,13 @@
 
 use super::{sys, GgmlError, Result, Type};
 
-/// Types `ggml_quantize_chunk` can produce.
-fn can_quantize(ty: Type) -> bool {
-    use Type::*;
-    matches!(
-        ty,
-        F32 | F16
-            | BF16
-            | Q1_0
-            | Q2_0
-            | Q4_0
-            | Q4_1
-            | Q5_0
-            | Q5_1
-            | Q8_0
-            | MXFP4
-            | NVFP4
-            | Q2_K
-            | Q3_K
-            | Q4_K
-            | Q5_K
-            | Q6_K
-            | TQ1_0
-            | TQ2_0
-            | IQ2_XXS
-            | IQ2_XS
-            | IQ3_XXS
-            | IQ3_S
-            | IQ2_S
-            | IQ1_S
-            | IQ1_M
-            | IQ4_NL
-            | IQ4_XS
-    )
-}
-
 /// Quantizes `src` (rows of `n_per_row` values) to `ty`, without an importance matrix.
 pub fn quantize(ty: Type, src: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
     let shape_err = |what: String| GgmlError::Shape {
         name: format!("quantize to {ty}"),
         what,
     };
-    if !can_quantize(ty) {
+    if !ty.can_quantize() {
         return Err(GgmlError::Unsupported(ty, "quantized to"));
     }
     // SAFETY: pure query on a live type id.

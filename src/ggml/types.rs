@@ -6,7 +6,7 @@
 use std::fmt;
 
 macro_rules! types {
-    ($( $variant:ident = $id:literal, $name:literal, $block:literal, $bytes:literal, $quant:literal; )*) => {
+    ($( $variant:ident = $id:literal, $name:literal, $block:literal, $bytes:literal, $quant:literal, $matmul:literal, $quantize:literal; )*) => {
         /// A ggml element type (`enum ggml_type`). Ids are the ones stored in GGUF tensor tables.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[allow(non_camel_case_types)]
@@ -45,87 +45,65 @@ macro_rules! types {
             pub fn is_quantized(self) -> bool {
                 match self { $( Type::$variant => $quant, )* }
             }
+
+            /// Whether ggml's CPU backend multiplies a matrix of this type (its `type_traits_cpu`
+            /// has a `vec_dot`; tests/it/ggml_ops.rs checks this column against the vendored
+            /// source): a weight of any other type would reach a NULL kernel. Every such type
+            /// also dequantizes, so rows of it can be looked up (`get_rows`).
+            pub fn has_cpu_matmul(self) -> bool {
+                match self { $( Type::$variant => $matmul, )* }
+            }
+
+            /// Whether `ggml_quantize_chunk` can produce the type (it aborts on any other;
+            /// tests/it/ggml_ops.rs checks this column against the vendored source).
+            pub fn can_quantize(self) -> bool {
+                match self { $( Type::$variant => $quantize, )* }
+            }
         }
     };
 }
 
+// Columns: variant = id, name, elements per block, bytes per block, block-quantized, CPU matmul,
+// quantizable.
 types! {
-    F32 = 0, "f32", 1, 4, false;
-    F16 = 1, "f16", 1, 2, false;
-    Q4_0 = 2, "q4_0", 32, 18, true;
-    Q4_1 = 3, "q4_1", 32, 20, true;
-    Q5_0 = 6, "q5_0", 32, 22, true;
-    Q5_1 = 7, "q5_1", 32, 24, true;
-    Q8_0 = 8, "q8_0", 32, 34, true;
-    Q8_1 = 9, "q8_1", 32, 36, true;
-    Q2_K = 10, "q2_K", 256, 84, true;
-    Q3_K = 11, "q3_K", 256, 110, true;
-    Q4_K = 12, "q4_K", 256, 144, true;
-    Q5_K = 13, "q5_K", 256, 176, true;
-    Q6_K = 14, "q6_K", 256, 210, true;
-    Q8_K = 15, "q8_K", 256, 292, true;
-    IQ2_XXS = 16, "iq2_xxs", 256, 66, true;
-    IQ2_XS = 17, "iq2_xs", 256, 74, true;
-    IQ3_XXS = 18, "iq3_xxs", 256, 98, true;
-    IQ1_S = 19, "iq1_s", 256, 50, true;
-    IQ4_NL = 20, "iq4_nl", 32, 18, true;
-    IQ3_S = 21, "iq3_s", 256, 110, true;
-    IQ2_S = 22, "iq2_s", 256, 82, true;
-    IQ4_XS = 23, "iq4_xs", 256, 136, true;
-    I8 = 24, "i8", 1, 1, false;
-    I16 = 25, "i16", 1, 2, false;
-    I32 = 26, "i32", 1, 4, false;
-    I64 = 27, "i64", 1, 8, false;
-    F64 = 28, "f64", 1, 8, false;
-    IQ1_M = 29, "iq1_m", 256, 56, true;
-    BF16 = 30, "bf16", 1, 2, false;
-    TQ1_0 = 34, "tq1_0", 256, 54, true;
-    TQ2_0 = 35, "tq2_0", 256, 66, true;
-    MXFP4 = 39, "mxfp4", 32, 17, true;
-    NVFP4 = 40, "nvfp4", 64, 36, true;
-    Q1_0 = 41, "q1_0", 128, 18, true;
-    Q2_0 = 42, "q2_0", 64, 18, true;
+    F32 = 0, "f32", 1, 4, false, true, true;
+    F16 = 1, "f16", 1, 2, false, true, true;
+    Q4_0 = 2, "q4_0", 32, 18, true, true, true;
+    Q4_1 = 3, "q4_1", 32, 20, true, true, true;
+    Q5_0 = 6, "q5_0", 32, 22, true, true, true;
+    Q5_1 = 7, "q5_1", 32, 24, true, true, true;
+    Q8_0 = 8, "q8_0", 32, 34, true, true, true;
+    Q8_1 = 9, "q8_1", 32, 36, true, false, false;
+    Q2_K = 10, "q2_K", 256, 84, true, true, true;
+    Q3_K = 11, "q3_K", 256, 110, true, true, true;
+    Q4_K = 12, "q4_K", 256, 144, true, true, true;
+    Q5_K = 13, "q5_K", 256, 176, true, true, true;
+    Q6_K = 14, "q6_K", 256, 210, true, true, true;
+    Q8_K = 15, "q8_K", 256, 292, true, false, false;
+    IQ2_XXS = 16, "iq2_xxs", 256, 66, true, true, true;
+    IQ2_XS = 17, "iq2_xs", 256, 74, true, true, true;
+    IQ3_XXS = 18, "iq3_xxs", 256, 98, true, true, true;
+    IQ1_S = 19, "iq1_s", 256, 50, true, true, true;
+    IQ4_NL = 20, "iq4_nl", 32, 18, true, true, true;
+    IQ3_S = 21, "iq3_s", 256, 110, true, true, true;
+    IQ2_S = 22, "iq2_s", 256, 82, true, true, true;
+    IQ4_XS = 23, "iq4_xs", 256, 136, true, true, true;
+    I8 = 24, "i8", 1, 1, false, false, false;
+    I16 = 25, "i16", 1, 2, false, false, false;
+    I32 = 26, "i32", 1, 4, false, false, false;
+    I64 = 27, "i64", 1, 8, false, false, false;
+    F64 = 28, "f64", 1, 8, false, false, false;
+    IQ1_M = 29, "iq1_m", 256, 56, true, true, true;
+    BF16 = 30, "bf16", 1, 2, false, true, true;
+    TQ1_0 = 34, "tq1_0", 256, 54, true, true, true;
+    TQ2_0 = 35, "tq2_0", 256, 66, true, true, true;
+    MXFP4 = 39, "mxfp4", 32, 17, true, true, true;
+    NVFP4 = 40, "nvfp4", 64, 36, true, true, true;
+    Q1_0 = 41, "q1_0", 128, 18, true, true, true;
+    Q2_0 = 42, "q2_0", 64, 18, true, true, true;
 }
 
 impl Type {
-    /// Whether ggml's CPU backend multiplies a matrix of this type (its `type_traits_cpu` has a
-    /// `vec_dot`; tests/it/ggml_ops.rs checks this list against the vendored source): a weight
-    /// of any other type would reach a NULL kernel. Every such type also dequantizes, so rows
-    /// of it can be looked up (`get_rows`).
-    pub fn has_cpu_matmul(self) -> bool {
-        use Type::*;
-        matches!(
-            self,
-            F32 | F16
-                | BF16
-                | Q1_0
-                | Q2_0
-                | Q4_0
-                | Q4_1
-                | Q5_0
-                | Q5_1
-                | Q8_0
-                | MXFP4
-                | NVFP4
-                | Q2_K
-                | Q3_K
-                | Q4_K
-                | Q5_K
-                | Q6_K
-                | IQ2_XXS
-                | IQ2_XS
-                | IQ3_XXS
-                | IQ3_S
-                | IQ2_S
-                | IQ1_S
-                | IQ1_M
-                | IQ4_NL
-                | IQ4_XS
-                | TQ1_0
-                | TQ2_0
-        )
-    }
-
     /// The ggml type id.
     pub fn id(self) -> u32 {
         self as u32

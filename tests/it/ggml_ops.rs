@@ -565,3 +565,29 @@ fn cpu_matmul_types_are_the_vendored_ggml_s() {
     ours.sort();
     assert_eq!(ours, vendored);
 }
+
+/// `Type::can_quantize` is exactly the list of types `ggml_quantize_chunk` in the vendored
+/// ggml.c has a case for (it aborts on any other).
+#[test]
+fn quantizable_types_are_the_vendored_ggml_s() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/vendor/ggml/src/ggml.c"
+    ))
+    .unwrap();
+    let body = &src[src.find("size_t ggml_quantize_chunk(").unwrap()..];
+    let body = &body[..body.find("\n}").unwrap()];
+    let mut vendored: Vec<String> = body
+        .split("case GGML_TYPE_")
+        .skip(1)
+        .map(|case| case.split(':').next().unwrap().trim().to_lowercase())
+        .collect();
+    let mut ours: Vec<String> = Type::ALL
+        .iter()
+        .filter(|t| t.can_quantize())
+        .map(|t| t.name().to_lowercase())
+        .collect();
+    vendored.sort();
+    ours.sort();
+    assert_eq!(ours, vendored);
+}
