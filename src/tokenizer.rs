@@ -319,7 +319,7 @@ impl Tokenizer {
         let space_prefix = hf.get_normalizer().is_some_and(|n| n.space_prefix);
         let mut start = 0;
         while start < text.len() {
-            let end = self.split_after(hf.get_model(), text, start, chunk.max(1), space_prefix);
+            let end = split_after(&hf, text, start, chunk.max(1), space_prefix);
             hf.with_normalizer(Some(SpmNormalizer {
                 space_prefix,
                 mid_text: start > 0,
@@ -334,32 +334,6 @@ impl Tokenizer {
             ids.extend(self.eos);
         }
         Ok(ids)
-    }
-
-    /// Where the piece of `text` from `start` ends: the first safe split at least `chunk` bytes
-    /// on, or the text's end.
-    fn split_after(
-        &self,
-        model: &SpmModel,
-        text: &str,
-        start: usize,
-        chunk: usize,
-        space_prefix: bool,
-    ) -> usize {
-        let mut from = start.saturating_add(chunk);
-        while from < text.len() {
-            let candidates = (from..text.len())
-                .filter(|&p| text.is_char_boundary(p))
-                .take(SPLIT_TRIES);
-            for p in candidates {
-                let after_added = space_prefix && self.ends_in_added_token(model, &text[..p]);
-                if !after_added && no_token_spans(model, text, p, space_prefix) {
-                    return p;
-                }
-            }
-            from = from.saturating_add(chunk);
-        }
-        text.len()
     }
 
     /// The bytes token `id` stands for (a byte token's byte; "▁" as a space).
@@ -393,26 +367,42 @@ impl Tokenizer {
     }
 }
 
-impl Tokenizer {
-    /// Whether `text` may end with an added token (control or user-defined), after which the
-    /// normalizer puts a "▁": a piece must not start there, as its start gets none.
-    fn ends_in_added_token(&self, model: &SpmModel, text: &str) -> bool {
-        let longest = model.max_token_len().max(1);
-        let added = |s: &[u8]| {
-            model.token_id(s).is_some_and(|id| {
-                matches!(
-                    self.types[id as usize],
-                    TokenType::Control | TokenType::Unknown | TokenType::UserDefined
-                ) || self.is_eog(id)
-            })
-        };
-        (text.len().saturating_sub(longest)..text.len())
-            .filter(|&a| text.is_char_boundary(a))
-            .any(|a| {
-                let raw = &text[a..];
-                added(raw.as_bytes()) || added(raw.replace(' ', "▁").as_bytes())
-            })
+/// Where the piece of `text` from `start` ends: the first safe split at least `chunk` bytes on,
+/// or the text's end.
+fn split_after(
+    hf: &HfTokenizer,
+    text: &str,
+    start: usize,
+    chunk: usize,
+    space_prefix: bool,
+) -> usize {
+    let model = hf.get_model();
+    let mut from = start.saturating_add(chunk);
+    while from < text.len() {
+        let candidates = (from..text.len())
+            .filter(|&p| text.is_char_boundary(p))
+            .take(SPLIT_TRIES);
+        for p in candidates {
+            let after_added = space_prefix && ends_in_added_token(hf, &text[..p]);
+            if !after_added && no_token_spans(model, text, p, space_prefix) {
+                return p;
+            }
+        }
+        from = from.saturating_add(chunk);
     }
+    text.len()
+}
+
+/// Whether `text` may end with an added token (control or user-defined), after which the
+/// normalizer puts a "▁": a piece must not start there, as its start gets none. Asked of the
+/// pipeline's own added vocabulary, not of the token table: a text stored twice (as a normal and
+/// as a user-defined token) is matched as the added one.
+fn ends_in_added_token(hf: &HfTokenizer, text: &str) -> bool {
+    let longest = hf.get_model().max_token_len().max(1);
+    let added = hf.get_added_vocabulary().get_vocab();
+    (text.len().saturating_sub(longest)..text.len())
+        .filter(|&a| text.is_char_boundary(a))
+        .any(|a| added.contains_key(&text[a..]))
 }
 
 /// Whether no token's text, as typed or with spaces as "▁", spans byte `p` of `text`. With

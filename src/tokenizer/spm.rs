@@ -94,11 +94,6 @@ impl SpmModel {
         self.lookup(s).is_some()
     }
 
-    /// The id of the token whose text is `s`.
-    pub fn token_id(&self, s: &[u8]) -> Option<u32> {
-        self.lookup(s)
-    }
-
     /// The longest token text's bytes.
     pub fn max_token_len(&self) -> usize {
         self.max_len

@@ -101,3 +101,31 @@ fn space_prefix_matches_llama_tokenize() {
         }
     }
 }
+
+#[test]
+fn a_text_stored_as_normal_and_user_defined_splits_as_the_added_one() {
+    // Found by the tokenizer fuzz target: "x" is both a normal and a user-defined token. The
+    // pipeline matches it as the added one and puts a "▁" after it; the split rule used to ask
+    // the token table, saw the normal token, and split right after it, where no "▁" is put.
+    use gemlet::gguf::{GgufWriter, Value};
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::string("gemma3"));
+    w.set("tokenizer.ggml.model", Value::string("llama"));
+    let tokens = ["<unk>", "<s>", "</s>", "x", "x", "y", "▁"].map(String::from);
+    w.set("tokenizer.ggml.tokens", Value::strings(tokens.to_vec()));
+    w.set("tokenizer.ggml.scores", Value::f32s(vec![0.0; 7]));
+    w.set("tokenizer.ggml.token_type", Value::i32s(vec![2, 3, 3, 1, 4, 1, 1]));
+    w.set("tokenizer.ggml.bos_token_id", Value::U32(1));
+    w.set("tokenizer.ggml.eos_token_id", Value::U32(2));
+    w.set("tokenizer.ggml.unknown_token_id", Value::U32(0));
+    w.set("tokenizer.ggml.add_space_prefix", Value::Bool(true));
+    let bytes = w.write_to(Vec::new()).unwrap().finish().unwrap();
+    let tok = Tokenizer::from_gguf(&Gguf::from_bytes(bytes).unwrap()).unwrap();
+    let text = "yxy";
+    let whole = tok.encode_in_chunks(text, true, true, usize::MAX).unwrap();
+    assert_eq!(whole.iter().filter(|&&id| id == 6).count(), 2, "{whole:?}");
+    for chunk in [1, 2] {
+        let got = tok.encode_in_chunks(text, true, true, chunk).unwrap();
+        assert_eq!(got, whole, "pieces of {chunk}");
+    }
+}
