@@ -583,7 +583,9 @@ impl Context<'_> {
     }
 
     /// Rotary position embedding of the first `n_dims` of each head of `a` (head_dim × heads ×
-    /// tokens) at positions `pos` (I32, one per token), frequencies `base^(-2i/n_dims)`.
+    /// tokens) at positions `pos` (I32, one per token), frequencies `base^(-2i/n_dims)`, each
+    /// divided by its entry of `freq_factors` (F32, n_dims / 2) when given.
+    #[allow(clippy::too_many_arguments)]
     pub fn rope<'c>(
         &'c self,
         a: Tensor<'c>,
@@ -592,18 +594,20 @@ impl Context<'_> {
         mode: RopeMode,
         freq_base: f32,
         freq_scale: f32,
+        freq_factors: Option<Tensor<'c>>,
     ) -> Tensor<'c> {
         let mode = match mode {
             RopeMode::Normal => sys::GGML_ROPE_TYPE_NORMAL,
             RopeMode::Neox => sys::GGML_ROPE_TYPE_NEOX,
         } as i32;
-        // SAFETY: as above; no frequency-factor tensor, YaRN off (ext_factor 0).
+        let factors = freq_factors.map_or(std::ptr::null_mut(), |f| f.raw());
+        // SAFETY: as above (ggml asserts the factors' length); YaRN off (ext_factor 0).
         self.wrap(unsafe {
             sys::ggml_rope_ext(
                 self.raw(),
                 a.raw(),
                 pos.raw(),
-                std::ptr::null_mut(),
+                factors,
                 n_dims as i32,
                 mode,
                 0,

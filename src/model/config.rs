@@ -2,19 +2,20 @@
 //! graph, the KV cache, the memory plan and `inspect`.
 //!
 //! Key names and defaults follow llama.cpp (`src/llama-model.cpp` hparams loading and
-//! `src/models/gemma*.cpp`). The three versions differ only by the fields below.
+//! `src/models/gemma*.cpp`). The versions differ only by the fields below.
 
 use super::{ModelError, Result};
 use crate::gguf::{Gguf, GgufError, Value};
 
 /// The architectures gemlet runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma", "gemma2", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma", "gemma2", "gemma3", "gemma4"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     Gemma,
     Gemma2,
     Gemma3,
+    Gemma4,
 }
 
 impl Arch {
@@ -23,6 +24,7 @@ impl Arch {
             "gemma" => Some(Arch::Gemma),
             "gemma2" => Some(Arch::Gemma2),
             "gemma3" => Some(Arch::Gemma3),
+            "gemma4" => Some(Arch::Gemma4),
             _ => None,
         }
     }
@@ -32,6 +34,7 @@ impl Arch {
             Arch::Gemma => "gemma",
             Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
+            Arch::Gemma4 => "gemma4",
         }
     }
 }
@@ -44,16 +47,19 @@ pub struct Dims {
     pub n_layer: usize,
     /// Hidden size (embedding length).
     pub n_embd: usize,
-    /// Feed-forward (GeGLU) inner size.
+    /// Feed-forward (GeGLU) inner size, the largest of any layer's.
     pub n_ff: usize,
     /// Query heads.
     pub n_head: usize,
     /// Key/value heads (1: multi-query, < n_head: grouped-query, = n_head: multi-head).
     pub n_head_kv: usize,
-    /// Per-head key (and query) length.
+    /// Per-head key (and query) length of global layers.
     pub head_dim_k: usize,
-    /// Per-head value length.
+    /// Per-head value length of global layers.
     pub head_dim_v: usize,
+    /// The same on sliding-window layers (Gemma 4's are narrower; others: the same).
+    pub head_dim_k_swa: usize,
+    pub head_dim_v_swa: usize,
     /// Rows of the token embedding.
     pub n_vocab: usize,
     /// Context length the model was trained with (0 when a file of another architecture does
@@ -77,14 +83,18 @@ impl Dims {
             .and_then(|t| t.dims.get(1).copied())
             .map(|v| v as usize)
             .or_else(|| g.get_array("tokenizer.ggml.tokens").ok().map(|a| a.len()))?;
+        let head_dim_k = u("attention.key_length").unwrap_or(n_embd / n_head);
+        let head_dim_v = u("attention.value_length").unwrap_or(n_embd / n_head);
         Some(Dims {
             n_layer,
             n_embd,
             n_ff: u("feed_forward_length").unwrap_or(4 * n_embd),
             n_head,
             n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
-            head_dim_k: u("attention.key_length").unwrap_or(n_embd / n_head),
-            head_dim_v: u("attention.value_length").unwrap_or(n_embd / n_head),
+            head_dim_k,
+            head_dim_v,
+            head_dim_k_swa: u("attention.key_length_swa").unwrap_or(head_dim_k),
+            head_dim_v_swa: u("attention.value_length_swa").unwrap_or(head_dim_v),
             n_vocab,
             n_ctx_train: u("context_length").unwrap_or(0),
         })
@@ -182,6 +192,20 @@ pub struct Config {
     pub post_norms: bool,
     /// Output projection is the token embedding (no `output.weight`).
     pub tied_output: bool,
+    /// Each layer's feed-forward inner size (Gemma 4's KV-sharing layers are twice as wide).
+    pub n_ff_layers: Vec<usize>,
+    /// Dimensions of each head that rope rotates, per kind of layer (the head's, unless the
+    /// file says `rope.dimension_count` / `_swa`).
+    pub n_rot: PerKind<usize>,
+    /// Layers `0..n_layer_kv` have a KV cache of their own; the later ones (Gemma 4's
+    /// `attention.shared_kv_layers`) attend over the cache of the last earlier layer of their
+    /// kind, and have no K/V projections.
+    pub n_layer_kv: usize,
+    /// Width of Gemma 4's per-layer embeddings (PLE), 0 for none: each layer adds a gated
+    /// projection of its slice of a per-token table row.
+    pub n_embd_per_layer: usize,
+    /// Gemma 4's RMS norm (without a weight) of the values.
+    pub v_norm: bool,
 }
 
 impl Config {
@@ -215,10 +239,17 @@ impl Config {
             Some(_) => per_layer_scalar(g, &key("attention.head_count_kv"), n_layer)?,
             None => n_head,
         };
-        let n_ff = per_layer_scalar(g, &key("feed_forward_length"), n_layer)?;
+        let n_ff_layers = per_layer_values(g, &key("feed_forward_length"), n_layer)?;
+        let n_ff = n_ff_layers.iter().copied().max().unwrap_or(0);
         let per_head = n_embd.checked_div(n_head).unwrap_or(0);
         let head_dim_k = opt_u("attention.key_length")?.unwrap_or(per_head);
         let head_dim_v = opt_u("attention.value_length")?.unwrap_or(per_head);
+        let head_dim_k_swa = opt_u("attention.key_length_swa")?.unwrap_or(head_dim_k);
+        let head_dim_v_swa = opt_u("attention.value_length_swa")?.unwrap_or(head_dim_v);
+        // llama.cpp: the global layers rotate the global head's dimensions unless the file
+        // says otherwise, the local ones the global count unless it says theirs.
+        let n_rot_global = opt_u("rope.dimension_count")?.unwrap_or(head_dim_k);
+        let n_rot_local = opt_u("rope.dimension_count_swa")?.unwrap_or(n_rot_global);
         let n_ctx_train = u("context_length")?;
         let norm_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
 
@@ -251,7 +282,7 @@ impl Config {
             ),
             // Gemma 3: local layers only with a window; their rope base defaults to 10000
             // (not the file's global base) and they are never scaled.
-            Arch::Gemma3 => (
+            Arch::Gemma3 | Arch::Gemma4 => (
                 window.filter(|&w| w > 0),
                 swa_base.unwrap_or(10_000.0),
                 1.0,
@@ -275,17 +306,31 @@ impl Config {
         let final_softcap = match arch {
             Arch::Gemma => None,
             Arch::Gemma2 => Some(opt_f("final_logit_softcapping")?.unwrap_or(30.0)),
-            Arch::Gemma3 => opt_f("final_logit_softcapping")?,
+            Arch::Gemma3 | Arch::Gemma4 => opt_f("final_logit_softcapping")?,
         }
         .filter(|&c| c > 0.0);
 
         // gemma_pytorch's query_pre_attn_scalar: hidden/heads for the 27B models (detected, as in
         // llama.cpp, by their layer count), head_dim otherwise.
         let is_27b = matches!((arch, n_layer), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
-        let query_scale = if is_27b {
+        // Gemma 4 normalises queries and keys and scales neither.
+        let query_scale = if arch == Arch::Gemma4 {
+            1.0
+        } else if is_27b {
             1.0 / (per_head as f32).sqrt()
         } else {
             1.0 / (head_dim_k as f32).sqrt()
+        };
+        let shared_kv = opt_u("attention.shared_kv_layers")?.unwrap_or(0);
+        let n_layer_kv = n_layer.checked_sub(shared_kv).ok_or_else(|| {
+            ModelError::Config(format!(
+                "{}: {shared_kv} layers share a cache, but the model has {n_layer}",
+                key("attention.shared_kv_layers")
+            ))
+        })?;
+        let n_embd_per_layer = match arch {
+            Arch::Gemma4 => opt_u("embedding_length_per_layer_input")?.unwrap_or(0),
+            _ => 0,
         };
 
         let embd = g
@@ -303,6 +348,8 @@ impl Config {
                 n_head_kv,
                 head_dim_k,
                 head_dim_v,
+                head_dim_k_swa,
+                head_dim_v_swa,
                 n_vocab,
                 n_ctx_train,
             },
@@ -320,9 +367,17 @@ impl Config {
             attn_softcap,
             final_softcap,
             query_scale,
-            qk_norm: arch == Arch::Gemma3,
+            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Gemma4),
             post_norms: arch != Arch::Gemma,
             tied_output: g.tensor("output.weight").is_none(),
+            n_ff_layers,
+            n_rot: PerKind {
+                global: n_rot_global,
+                local: n_rot_local,
+            },
+            n_layer_kv,
+            n_embd_per_layer,
+            v_norm: arch == Arch::Gemma4,
         };
         config.validate()?;
         Ok(config)
@@ -343,9 +398,13 @@ impl Config {
             ("attention.head_count_kv", d.n_head_kv),
             ("attention.key_length", d.head_dim_k),
             ("attention.value_length", d.head_dim_v),
-            ("feed_forward_length", d.n_ff),
+            ("attention.key_length_swa", d.head_dim_k_swa),
+            ("attention.value_length_swa", d.head_dim_v_swa),
             ("context_length", d.n_ctx_train),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.n_ff_layers.iter().map(|&f| ("feed_forward_length", f)))
+        {
             if v == 0 {
                 return bad(format!("{} is 0: it must be positive", key(k)));
             }
@@ -364,11 +423,49 @@ impl Config {
                 d.n_head_kv
             ));
         }
-        if d.head_dim_k % 2 != 0 {
+        for (kind, rot_key, head_key) in [
+            (
+                LayerKind::Global,
+                "rope.dimension_count",
+                "attention.key_length",
+            ),
+            (
+                LayerKind::Local,
+                "rope.dimension_count_swa",
+                "attention.key_length_swa",
+            ),
+        ] {
+            let (rot, head) = (*self.n_rot.get(kind), self.head_dims(kind).0);
+            if rot % 2 != 0 || rot == 0 || rot > head {
+                return bad(format!(
+                    "{} is {rot} with {} {head}: rope rotates pairs of a head's dimensions, \
+                     so it must be even, positive and at most the head's",
+                    key(rot_key),
+                    key(head_key)
+                ));
+            }
+        }
+        if self.n_layer_kv < d.n_layer {
+            // llama.cpp's rule: a sharing layer reads the cache of the last local or the last
+            // global layer before the sharing ones, which must be of its kind.
+            for il in self.n_layer_kv..d.n_layer {
+                let ok = self
+                    .kv_source(il)
+                    .is_some_and(|s| self.kind(s) == self.kind(il));
+                if !ok {
+                    return bad(format!(
+                        "{}: layer {il} ({}) would share the cache of a layer of another kind \
+                         (the last two layers with a cache must be one local, then one global)",
+                        key("attention.shared_kv_layers"),
+                        self.kind(il).name()
+                    ));
+                }
+            }
+        }
+        if self.v_norm && (d.head_dim_k != d.head_dim_v || d.head_dim_k_swa != d.head_dim_v_swa) {
             return bad(format!(
-                "{} (the head dimension) is {}: it must be even (rope rotates pairs)",
-                key("attention.key_length"),
-                d.head_dim_k
+                "{}: Gemma 4 needs keys and values of one head length",
+                key("attention.value_length")
             ));
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
@@ -414,6 +511,33 @@ impl Config {
             .unwrap_or(LayerKind::Global)
     }
 
+    /// Key and value head lengths of a layer of `kind`.
+    pub fn head_dims(&self, kind: LayerKind) -> (usize, usize) {
+        match kind {
+            LayerKind::Global => (self.dims.head_dim_k, self.dims.head_dim_v),
+            LayerKind::Local => (self.dims.head_dim_k_swa, self.dims.head_dim_v_swa),
+        }
+    }
+
+    /// Layer `il`'s feed-forward inner size.
+    pub fn n_ff(&self, il: usize) -> usize {
+        self.n_ff_layers.get(il).copied().unwrap_or(self.dims.n_ff)
+    }
+
+    /// The layer whose KV cache layer `il` attends over: itself, or for a sharing layer
+    /// llama.cpp's choice (the layer before the sharing ones for a global layer, the one
+    /// before that for a local one); `None` when there is none.
+    pub fn kv_source(&self, il: usize) -> Option<usize> {
+        if il < self.n_layer_kv {
+            return Some(il);
+        }
+        let back = match self.kind(il) {
+            LayerKind::Local => 2,
+            LayerKind::Global => 1,
+        };
+        self.n_layer_kv.checked_sub(back)
+    }
+
     /// Positions a layer of `kind` attends over at most: its sliding window, or all of them.
     pub fn window(&self, kind: LayerKind) -> Option<usize> {
         match kind {
@@ -425,6 +549,20 @@ impl Config {
 
 /// A per-layer key that may be a scalar or an array; gemlet needs the same value in every layer.
 fn per_layer_scalar(g: &Gguf, key: &str, n_layer: usize) -> Result<usize> {
+    if !matches!(g.get(key), Some(Value::Array(_))) {
+        return Ok(g.get_u32(key)? as usize);
+    }
+    let values = per_layer_values(g, key, n_layer)?;
+    match values.first() {
+        Some(&v) if values.iter().all(|&x| x == v) => Ok(v),
+        _ => Err(ModelError::Config(format!(
+            "{key}: per-layer values {values:?} are not supported (one value for all {n_layer} layers)"
+        ))),
+    }
+}
+
+/// A per-layer key that may be a scalar (every layer's) or an array of one value per layer.
+fn per_layer_values(g: &Gguf, key: &str, n_layer: usize) -> Result<Vec<usize>> {
     match g.get(key) {
         Some(Value::Array(a)) => {
             let values = a.i64s().ok_or_else(|| {
@@ -434,18 +572,17 @@ fn per_layer_scalar(g: &Gguf, key: &str, n_layer: usize) -> Result<usize> {
                     found: format!("array of {}", a.elem_type()),
                 })
             })?;
-            if values.is_empty()
-                || values.len() != n_layer
-                || values.iter().any(|&v| v != values[0])
-                || values[0] < 0
+            if values.len() != n_layer
+                || values.iter().any(|&v| !(0..=u32::MAX as i64).contains(&v))
             {
                 return Err(ModelError::Config(format!(
-                    "{key}: per-layer values {values:?} are not supported (one value for all {n_layer} layers)"
+                    "{key}: {} values for {n_layer} layers, or one out of range",
+                    values.len()
                 )));
             }
-            Ok(values[0] as usize)
+            Ok(values.iter().map(|&v| v as usize).collect())
         }
-        _ => Ok(g.get_u32(key)? as usize),
+        _ => Ok(vec![g.get_u32(key)? as usize; n_layer]),
     }
 }
 

@@ -1,14 +1,20 @@
-//! The Gemma forward pass (gemma, gemma2, gemma3) as one ggml graph, read top to bottom like
-//! the paper's diagram. The versions differ only by [`Config`] fields: post-norms (2, 3),
-//! per-head Q/K norms (3), the attention logit soft-cap (2), sliding-window layers and their
-//! rope base (2, 3), the final soft-cap (2).
+//! The Gemma forward pass (gemma, gemma2, gemma3, gemma4) as one ggml graph, read top to
+//! bottom like the paper's diagram. The versions differ only by [`Config`] fields and the
+//! weights a file has: post-norms (2, 3, 4), per-head Q/K norms (3, 4), the attention logit
+//! soft-cap (2), sliding-window layers and their rope base (2, 3, 4), the final soft-cap (2,
+//! 3, 4); Gemma 4's narrower sliding-window heads, proportional rope on global layers
+//! (`rope_freqs`), values equal to keys where a layer has no `attn_v`, the values' RMS norm,
+//! layers that attend over an earlier layer's cache, per-layer embeddings and a per-layer
+//! output scale.
 //!
-//! Follows llama.cpp's `src/models/gemma.cpp`, `gemma2.cpp` and `gemma3.cpp`, and names the
+//! Follows llama.cpp's `src/models/gemma.cpp`, `gemma2.cpp`, `gemma3.cpp` and `gemma4.cpp`,
+//! and names the
 //! intermediate tensors as its `cb()` does (`attn_norm-3`, `ffn_out-3`, `result_output`), so
 //! that a graph can be compared with llama.cpp's node by node.
 
+use super::config::LayerKind;
 use super::kv_cache::KvCache;
-use super::weights::Weights;
+use super::weights::{PleWeights, Weights};
 use super::{Config, PerKind, Result};
 use crate::ggml::{Context, Graph, GraphId, RopeMode, Tensor, TensorId, Type};
 
@@ -48,7 +54,8 @@ pub struct Forward {
 
 /// Nodes a graph of this config needs at most.
 pub fn graph_size(c: &Config) -> usize {
-    64 * c.dims.n_layer + 64
+    let per_layer = if c.n_embd_per_layer > 0 { 96 } else { 64 };
+    per_layer * c.dims.n_layer + 64
 }
 
 /// Builds the graph of a batch of `shape.n_tokens` tokens attending over `shape.n_kv` cache
@@ -66,7 +73,6 @@ pub fn build<'c>(
     let mut graph = ctx.new_graph(graph_size(c))?;
     let b = shape.n_tokens;
     let (n_head, n_head_kv) = (c.dims.n_head, c.dims.n_head_kv);
-    let dk = c.dims.head_dim_k;
 
     let tokens = g.input(Type::I32, &[b], "inp_tokens")?;
     let positions = g.input(Type::I32, &[b], "inp_pos")?;
@@ -89,25 +95,62 @@ pub fn build<'c>(
         "inp_scaled",
         None,
     );
+    // Gemma 4: every layer's slice of its per-layer input, (width, tokens, layers).
+    let per_layer = w.ple.as_ref().map(|p| g.per_layer_inputs(p, tokens, x));
 
     for (il, lw) in w.layers.iter().enumerate() {
         let l = Some(il);
+        let last = il + 1 == w.layers.len();
         let kind = c.kind(il);
         let (rope_base, rope_scale) = (*c.rope_base.get(kind), *c.rope_scale.get(kind));
+        let (dk, dv) = c.head_dims(kind);
+        let factors = match kind {
+            LayerKind::Global => w.rope_freqs.map(|id| g.weight(id)),
+            LayerKind::Local => None,
+        };
+        let rope = |t| {
+            let n_rot = *c.n_rot.get(kind);
+            ctx.rope(
+                t,
+                positions,
+                n_rot,
+                RopeMode::Neox,
+                rope_base,
+                rope_scale,
+                factors,
+            )
+        };
 
-        // Attention block: norm, Q/K/V projections, Q/K norms, rope, attention over the cache,
-        // output projection, post-norm, residual.
+        // Attention block: norm, Q/K/V projections, Q/K(/V) norms, rope, attention over the
+        // cache, output projection, post-norm, residual.
         let h = g.norm(x, lw.attn_norm, "attn_norm", l);
         let mut q = ctx.reshape(g.matmul(lw.wq, h, "Qcur", l), &[dk, n_head, b]);
-        let mut k = ctx.reshape(g.matmul(lw.wk, h, "Kcur", l), &[dk, n_head_kv, b]);
-        let v = g.matmul(lw.wv, h, "Vcur", l);
-        if let (Some(qn), Some(kn)) = (lw.q_norm, lw.k_norm) {
+        if let Some(qn) = lw.q_norm {
             q = g.norm(q, qn, "Qcur_normed", l);
-            k = g.norm(k, kn, "Kcur_normed", l);
         }
-        q = ctx.rope(q, positions, dk, RopeMode::Neox, rope_base, rope_scale);
-        k = ctx.rope(k, positions, dk, RopeMode::Neox, rope_base, rope_scale);
-        q = ctx.scale(q, c.query_scale);
+        q = rope(q);
+        if c.query_scale != 1.0 {
+            q = ctx.scale(q, c.query_scale);
+        }
+        // This batch's keys and values, for layers with a cache of their own.
+        let new_kv = lw.kv.as_ref().map(|kv| {
+            let k_proj = g.matmul(kv.wk, h, "Kcur", l);
+            let v = match kv.wv {
+                Some(wv) => g.matmul(wv, h, "Vcur", l),
+                None => k_proj,
+            };
+            let mut k = ctx.reshape(k_proj, &[dk, n_head_kv, b]);
+            if let Some(kn) = kv.k_norm {
+                k = g.norm(k, kn, "Kcur_normed", l);
+            }
+            let v = if c.v_norm {
+                let normed = ctx.rms_norm(ctx.reshape(v, &[dv, n_head_kv, b]), c.norm_eps);
+                ctx.reshape(g.name(normed, "Vcur_normed", l), &[dv * n_head_kv, b])
+            } else {
+                v
+            };
+            (rope(k), v)
+        });
         let (slots, mask) = attn_inputs
             .get(kind)
             .expect("inputs exist for every kind in use");
@@ -117,13 +160,13 @@ pub fn build<'c>(
             mask,
             flash_attn,
         };
-        let att = g.attend(&mut graph, cache, il, q, k, v, &kv)?;
+        let att = g.attend(&mut graph, cache, il, q, new_kv, &kv)?;
         let mut a = g.matmul(lw.wo, att, "attn_out", l);
         // Past the last attention, no row depends on another: only the wanted rows go on
         // through the last feed-forward block and the head (as llama.cpp does, at this point:
         // the queries and attention of every row are computed as it computes them, so that
         // the same kernels give the same numbers).
-        if il + 1 == w.layers.len() {
+        if last {
             a = last_rows(ctx, a, n_out);
             x = last_rows(ctx, x, n_out);
         }
@@ -142,7 +185,23 @@ pub fn build<'c>(
         if let Some(pn) = lw.post_ffn_norm {
             f = g.norm(f, pn, "ffn_post_norm", l);
         }
-        x = g.name(ctx.add(x, f), "l_out", l);
+        x = ctx.add(x, f);
+
+        // Gemma 4's per-layer embedding: the hidden state gates this layer's input, which is
+        // projected back, normed and added.
+        if let (Some(pw), Some(inputs)) = (&lw.ple, per_layer) {
+            let mut input = layer_slice(ctx, inputs, il);
+            if last {
+                input = last_rows(ctx, input, n_out);
+            }
+            let gate = ctx.gelu(g.matmul(pw.inp_gate, g.name(x, "pe_in", l), "inp_gate", l));
+            let out = g.matmul(pw.proj, ctx.mul(gate, input), "per_layer_proj", l);
+            x = ctx.add(x, g.norm(out, pw.post_norm, "per_layer_embd_out", l));
+        }
+        if let Some(s) = lw.out_scale {
+            x = g.name(ctx.mul(x, g.weight(s)), "out_scaled", l);
+        }
+        x = g.name(x, "l_out", l);
     }
 
     if w.layers.is_empty() {
@@ -215,25 +274,26 @@ impl<'c> Ops<'c, '_, '_> {
         self.name(self.ctx.mul(normed, self.weight(wt)), name, il)
     }
 
-    /// Stores this batch's keys and values in layer `il`'s cache, then attends over the
-    /// cache (llama.cpp's `build_attn`). `q`: (head_dim, heads, tokens), scaled and roped;
-    /// `k`: (head_dim, kv heads, tokens); `v`: (head_dim_v × kv heads, tokens). Returns
-    /// (head_dim_v × heads, tokens).
-    #[allow(clippy::too_many_arguments)]
+    /// Stores this batch's keys and values in layer `il`'s cache (unless the layer reads an
+    /// earlier layer's, `kv` then `None`), then attends over the cache (llama.cpp's
+    /// `build_attn`). `q`: (head_dim, heads, tokens), scaled and roped; `kv`: keys (head_dim,
+    /// kv heads, tokens) and values (head_dim_v × kv heads, tokens). Returns (head_dim_v ×
+    /// heads, tokens).
     fn attend(
         &self,
         graph: &mut Graph<'c>,
         cache: &'c KvCache,
         il: usize,
         q: Tensor<'c>,
-        k: Tensor<'c>,
-        v: Tensor<'c>,
+        kv: Option<(Tensor<'c>, Tensor<'c>)>,
         a: &Attention<'c>,
     ) -> Result<Tensor<'c>> {
         let (ctx, c) = (self.ctx, self.c);
         let [dk, n_head, b, _] = q.shape();
-        for store in cache.store(ctx, il, k, v, a.slots)? {
-            graph.expand(store);
+        if let Some((k, v)) = kv {
+            for store in cache.store(ctx, il, k, v, a.slots)? {
+                graph.expand(store);
+            }
         }
         let (keys, values) = cache.view(ctx, il, a.n_kv);
         let q = ctx.permute(q, [0, 2, 1, 3]);
@@ -256,6 +316,36 @@ impl<'c> Ops<'c, '_, '_> {
         let out = ctx.reshape(kqv, &[dv * n_head, b]);
         Ok(self.name(out, "kqv_out", Some(il)))
     }
+}
+
+impl<'c> Ops<'c, '_, '_> {
+    /// Gemma 4's per-layer inputs (llama.cpp's `build_inp_per_layer` and
+    /// `project_per_layer_inputs`): each token's row of the per-layer table, scaled by
+    /// sqrt(width), plus the projection of the scaled embedding `x`, normed; the sum times
+    /// 1/sqrt(2), as (width, tokens, layers) so that a layer's slice is one view.
+    fn per_layer_inputs(&self, p: &PleWeights, tokens: Tensor<'c>, x: Tensor<'c>) -> Tensor<'c> {
+        let (ctx, c) = (self.ctx, self.c);
+        let (width, n_layer, b) = (c.n_embd_per_layer, c.dims.n_layer, tokens.shape()[0]);
+        let rows = ctx.get_rows(self.weight(p.token_embd), tokens);
+        let rows = ctx.scale(
+            ctx.reshape(rows, &[width, n_layer, b]),
+            (width as f32).sqrt(),
+        );
+        let rows = self.name(rows, "inp_per_layer_selected", None);
+        let proj = ctx.mul_mat(self.weight(p.model_proj), x);
+        let proj = ctx.scale(proj, 1.0 / (c.dims.n_embd as f32).sqrt());
+        let proj = ctx.reshape(proj, &[width, n_layer, b]);
+        let proj = self.norm(proj, p.proj_norm, "per_layer_proj", None);
+        let sum = ctx.scale(ctx.add(proj, rows), std::f32::consts::FRAC_1_SQRT_2);
+        let sum = self.name(sum, "inp_per_layer", None);
+        ctx.cont(ctx.permute(sum, [0, 2, 1, 3]))
+    }
+}
+
+/// Layer `il`'s slice (width, tokens) of the per-layer inputs (width, tokens, layers).
+fn layer_slice<'c>(ctx: &'c Context<'_>, inputs: Tensor<'c>, il: usize) -> Tensor<'c> {
+    let ([width, b, ..], nb) = (inputs.shape(), inputs.strides());
+    ctx.view(inputs, &[width, b], &[nb[1]], il * nb[2])
 }
 
 /// cap · tanh(x / cap): Gemma 2's soft-cap of attention scores and logits.

@@ -75,6 +75,9 @@ pub struct LayerEntry {
     pub n_head_kv: usize,
     pub head_dim_k: usize,
     pub head_dim_v: usize,
+    /// The layer whose cache this one attends over: itself, or an earlier layer of its kind
+    /// (Gemma 4's shared-KV layers), which then holds nothing of its own.
+    pub source: usize,
 }
 
 /// What the KV cache holds: a table of per-layer entries and the slots of each kind of layer.
@@ -97,7 +100,12 @@ pub struct CacheLayout {
 impl CacheLayout {
     /// The layout of a Gemma model's cache.
     pub fn new(c: &Config, size: ContextSize, swa_full: bool) -> CacheLayout {
-        Self::of_kinds(&c.dims, &c.layer_kinds, c.sliding_window, size, swa_full)
+        let mut layout = Self::of_kinds(&c.dims, &c.layer_kinds, c.sliding_window, size, swa_full);
+        for (il, l) in layout.layers.iter_mut().enumerate() {
+            (l.head_dim_k, l.head_dim_v) = c.head_dims(l.kind);
+            l.source = c.kv_source(il).unwrap_or(il);
+        }
+        layout
     }
 
     /// The layout for a file of another architecture, from its standard keys: every layer
@@ -123,11 +131,13 @@ impl CacheLayout {
             size,
             layers: kinds
                 .iter()
-                .map(|&kind| LayerEntry {
+                .enumerate()
+                .map(|(il, &kind)| LayerEntry {
                     kind,
                     n_head_kv: d.n_head_kv,
                     head_dim_k: d.head_dim_k,
                     head_dim_v: d.head_dim_v,
+                    source: il,
                 })
                 .collect(),
             slots: PerKind {
@@ -149,9 +159,17 @@ impl CacheLayout {
         *self.slots.get(l.kind) as u64 * per_slot
     }
 
-    /// Bytes of the whole cache in `types`.
+    /// Bytes of the whole cache in `types`: the layers that hold one.
     pub fn bytes(&self, types: &CacheParams) -> u64 {
-        self.layers.iter().map(|l| self.layer_bytes(l, types)).sum()
+        self.owners().map(|(_, l)| self.layer_bytes(l, types)).sum()
+    }
+
+    /// The layers that hold a cache of their own, with their indices.
+    pub fn owners(&self) -> impl Iterator<Item = (usize, &LayerEntry)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter(|(il, l)| l.source == *il)
     }
 
     /// Whether some layer is of `kind`.
@@ -247,10 +265,13 @@ impl Ring {
 }
 
 /// One layer's keys and values.
+#[derive(Clone, Copy)]
 pub struct LayerCache {
     pub k: TensorId,
     pub v: TensorId,
     pub kind: LayerKind,
+    /// The tensors are an earlier layer's (nothing is stored through this layer).
+    pub shared: bool,
 }
 
 pub struct KvCache {
@@ -303,8 +324,15 @@ impl KvCache {
         // Zeroed, and resident only where written: masked slots are skipped, but never hold NaN
         // bit patterns either.
         let ctx = Context::new_zeroed(bytes)?;
-        let mut layers = Vec::with_capacity(layout.layers.len());
+        let mut layers: Vec<LayerCache> = Vec::with_capacity(layout.layers.len());
         for (il, l) in layout.layers.iter().enumerate() {
+            if let Some(source) = layers.get(l.source).filter(|_| l.source < il) {
+                layers.push(LayerCache {
+                    shared: true,
+                    ..*source
+                });
+                continue;
+            }
             let slots = *layout.slots.get(l.kind);
             let (k_row, v_row) = (l.n_head_kv * l.head_dim_k, l.n_head_kv * l.head_dim_v);
             let k = ctx.new_tensor(types.type_k, &[k_row, slots], &format!("cache_k_l{il}"))?;
@@ -313,6 +341,7 @@ impl KvCache {
                 k: ctx.id_of(k),
                 v: ctx.id_of(v),
                 kind: l.kind,
+                shared: false,
             });
         }
         Ok(KvCache {
@@ -407,6 +436,7 @@ impl KvCache {
     pub fn bytes(&self) -> usize {
         self.layers
             .iter()
+            .filter(|l| !l.shared)
             .map(|l| self.ctx.resolve(l.k).n_bytes() + self.ctx.resolve(l.v).n_bytes())
             .sum()
     }

@@ -136,6 +136,8 @@ mod tests {
             n_head_kv: 1,
             head_dim_k: 256,
             head_dim_v: 256,
+            head_dim_k_swa: 256,
+            head_dim_v_swa: 256,
             n_vocab: 262_144,
             n_ctx_train: 32_768,
         }

@@ -2,6 +2,7 @@
 //! configuration before any graph is built, and laid out for ggml's CPU kernels as [`Repack`]
 //! says.
 
+use super::config::{Arch, LayerKind};
 use super::{Config, ModelError, Result};
 use crate::ggml::{Context, TensorId, Type};
 use crate::gguf::Gguf;
@@ -39,17 +40,45 @@ fn slower_repacked(ty: Type) -> bool {
 pub struct LayerWeights {
     pub attn_norm: TensorId,
     pub wq: TensorId,
-    pub wk: TensorId,
-    pub wv: TensorId,
+    /// The key and value projections, absent in layers that share an earlier one's cache.
+    pub kv: Option<KvWeights>,
     pub wo: TensorId,
     pub q_norm: Option<TensorId>,
-    pub k_norm: Option<TensorId>,
     pub post_attn_norm: Option<TensorId>,
     pub ffn_norm: TensorId,
     pub ffn_gate: TensorId,
     pub ffn_up: TensorId,
     pub ffn_down: TensorId,
     pub post_ffn_norm: Option<TensorId>,
+    /// Gemma 4's per-layer embedding block.
+    pub ple: Option<PleLayerWeights>,
+    /// Gemma 4's scalar the layer's output is multiplied by (`layer_output_scale`).
+    pub out_scale: Option<TensorId>,
+}
+
+/// A layer's key and value projections.
+pub struct KvWeights {
+    pub wk: TensorId,
+    /// `None` in Gemma 4 layers whose values are their keys (no `attn_v`).
+    pub wv: Option<TensorId>,
+    pub k_norm: Option<TensorId>,
+}
+
+/// A layer's part of the per-layer embeddings: the gate from the hidden state, the projection
+/// back to it, and its norm.
+pub struct PleLayerWeights {
+    pub inp_gate: TensorId,
+    pub proj: TensorId,
+    pub post_norm: TensorId,
+}
+
+/// The per-layer embedding inputs: a row of `token_embd` per token holding every layer's
+/// slice (read a row at a time from the map, never copied), and the projection of the
+/// embedding that is added to it.
+pub struct PleWeights {
+    pub token_embd: TensorId,
+    pub model_proj: TensorId,
+    pub proj_norm: TensorId,
 }
 
 pub struct Weights<'m> {
@@ -60,6 +89,10 @@ pub struct Weights<'m> {
     /// `output.weight`, or the token embedding when the output is tied.
     pub output: TensorId,
     pub layers: Vec<LayerWeights>,
+    /// Gemma 4's per-layer embedding inputs.
+    pub ple: Option<PleWeights>,
+    /// Frequency factors of the global layers' rope (Gemma 4's proportional rope).
+    pub rope_freqs: Option<TensorId>,
     /// Matrices repacked and their bytes.
     pub repacked: (usize, usize),
     tied_output: bool,
@@ -74,12 +107,7 @@ impl<'m> Weights<'m> {
         // Room for a second descriptor of every tensor (batch copies), and one more for a
         // tied output head that gets its own (repacked) one.
         let ctx = Context::metadata_only(2 * g.tensors().len() + 2, 0)?;
-        let (e, f) = (c.dims.n_embd as u64, c.dims.n_ff as u64);
-        let q = (c.dims.n_head * c.dims.head_dim_k) as u64;
-        let k = (c.dims.n_head_kv * c.dims.head_dim_k) as u64;
-        let v = (c.dims.n_head_kv * c.dims.head_dim_v) as u64;
-        let o = (c.dims.n_head * c.dims.head_dim_v) as u64;
-        let dk = c.dims.head_dim_k as u64;
+        let e = c.dims.n_embd as u64;
         let bind = |name: &str, dims: &[u64]| -> Result<TensorId> {
             let info = g
                 .tensor(name)
@@ -133,23 +161,73 @@ impl<'m> Weights<'m> {
         } else {
             bind("output.weight", &[e, c.dims.n_vocab as u64])?
         };
+        let gemma4 = c.arch == Arch::Gemma4;
+        let (n_layer, p) = (c.dims.n_layer as u64, c.n_embd_per_layer as u64);
+        let ple = (p > 0)
+            .then(|| -> Result<PleWeights> {
+                Ok(PleWeights {
+                    token_embd: bind(
+                        "per_layer_token_embd.weight",
+                        &[p * n_layer, c.dims.n_vocab as u64],
+                    )?,
+                    model_proj: bind("per_layer_model_proj.weight", &[e, p * n_layer])?,
+                    proj_norm: bind("per_layer_proj_norm.weight", &[p])?,
+                })
+            })
+            .transpose()?;
+        let has_global = c.layer_kinds.contains(&LayerKind::Global);
+        // Gemma 4's global layers may rotate by frequency factors (one table for them all).
+        let rope_freqs = match g.tensor("rope_freqs.weight") {
+            Some(_) if gemma4 && has_global => {
+                let half = c.head_dims(LayerKind::Global).0 as u64 / 2;
+                Some(bind("rope_freqs.weight", &[half])?)
+            }
+            _ => None,
+        };
         let mut layers = Vec::with_capacity(c.dims.n_layer);
         for il in 0..c.dims.n_layer {
             let n = |t: &str| format!("blk.{il}.{t}.weight");
+            let present = |t: &str| g.tensor(&n(t)).is_some();
+            let (dk, dv) = c.head_dims(c.kind(il));
+            let (dk, dv) = (dk as u64, dv as u64);
+            let (h, h_kv) = (c.dims.n_head as u64, c.dims.n_head_kv as u64);
+            let f = c.n_ff(il) as u64;
+            let kv = (il < c.n_layer_kv)
+                .then(|| -> Result<KvWeights> {
+                    Ok(KvWeights {
+                        wk: bind(&n("attn_k"), &[e, h_kv * dk])?,
+                        // Gemma 4 uses the keys as values where a layer has no attn_v.
+                        wv: opt(!gemma4 || present("attn_v"), &n("attn_v"), &[e, h_kv * dv])?,
+                        k_norm: opt(c.qk_norm, &n("attn_k_norm"), &[dk])?,
+                    })
+                })
+                .transpose()?;
             layers.push(LayerWeights {
                 attn_norm: bind(&n("attn_norm"), &[e])?,
-                wq: bind(&n("attn_q"), &[e, q])?,
-                wk: bind(&n("attn_k"), &[e, k])?,
-                wv: bind(&n("attn_v"), &[e, v])?,
-                wo: bind(&n("attn_output"), &[o, e])?,
+                wq: bind(&n("attn_q"), &[e, h * dk])?,
+                kv,
+                wo: bind(&n("attn_output"), &[h * dv, e])?,
                 q_norm: opt(c.qk_norm, &n("attn_q_norm"), &[dk])?,
-                k_norm: opt(c.qk_norm, &n("attn_k_norm"), &[dk])?,
                 post_attn_norm: opt(c.post_norms, &n("post_attention_norm"), &[e])?,
                 ffn_norm: bind(&n("ffn_norm"), &[e])?,
                 ffn_gate: bind(&n("ffn_gate"), &[e, f])?,
                 ffn_up: bind(&n("ffn_up"), &[e, f])?,
                 ffn_down: bind(&n("ffn_down"), &[f, e])?,
                 post_ffn_norm: opt(c.post_norms, &n("post_ffw_norm"), &[e])?,
+                ple: (p > 0)
+                    .then(|| -> Result<PleLayerWeights> {
+                        Ok(PleLayerWeights {
+                            inp_gate: bind(&n("inp_gate"), &[e, p])?,
+                            proj: bind(&n("proj"), &[p, e])?,
+                            post_norm: bind(&n("post_norm"), &[e])?,
+                        })
+                    })
+                    .transpose()?,
+                out_scale: opt(
+                    gemma4 && present("layer_output_scale"),
+                    &n("layer_output_scale"),
+                    &[1],
+                )?,
             });
         }
         Ok(Weights {
@@ -158,6 +236,8 @@ impl<'m> Weights<'m> {
             output_norm,
             output,
             layers,
+            ple,
+            rope_freqs,
             repacked: (0, 0),
             tied_output: c.tied_output,
         })
@@ -169,7 +249,13 @@ impl<'m> Weights<'m> {
         let mut matrices: Vec<TensorId> = self
             .layers
             .iter()
-            .flat_map(|l| [l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down])
+            .flat_map(|l| {
+                let kv = l.kv.as_ref();
+                [l.wq, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down]
+                    .into_iter()
+                    .chain(kv.map(|kv| kv.wk))
+                    .chain(kv.and_then(|kv| kv.wv))
+            })
             .collect();
         let matrices = match repack {
             Repack::Off => return Ok(()),

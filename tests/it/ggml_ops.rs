@@ -275,7 +275,7 @@ fn rope_neox_two_bases() {
                 .new_tensor(Type::I32, &[positions.len()], "pos")
                 .unwrap();
             pos.write_i32(&positions).unwrap();
-            let out = ctx.rope(xt, pos, d, RopeMode::Neox, base, 1.0);
+            let out = ctx.rope(xt, pos, d, RopeMode::Neox, base, 1.0, None);
             let err = max_abs(&compute(&ctx, out, threads), &want);
             assert!(err <= 5e-4, "base {base} threads={threads}: {err:e}");
         }

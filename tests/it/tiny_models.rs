@@ -1,5 +1,5 @@
-//! Logits of the 15 tiny random-weight models (gemma, gemma2, gemma3; F32, F16, Q8_0, Q4_0,
-//! Q4_K_M) against llama.cpp's for every position of a 32-token sequence, evaluated as one
+//! Logits of the 20 tiny random-weight models (gemma, gemma2, gemma3, gemma4; F32, F16, Q8_0,
+//! Q4_0, Q4_K_M) against llama.cpp's for every position of a 32-token sequence, evaluated as one
 //! batch and token by token.
 //!
 //! Tolerances (max |Δ| over 32 × 512 logits of O(1); tests/fixtures/tiny/README.md gives what
@@ -15,7 +15,8 @@
 //!   llama.cpp itself moves by up to 0.096 between the two, plus the CPU's spread above.
 //! - token by token: llama.cpp's own batch-vs-incremental spread: 1e-2 for F32/F16; 0.25 and
 //!   mean 0.04 for quantized weights, whose matmuls quantize the activations, so a tiny upstream
-//!   difference can flip a rounding step and propagate.
+//!   difference can flip a rounding step and propagate. Where the fixture records a larger
+//!   spread of llama.cpp's own (gemma4 F16: 0.014), 1.25 times that.
 //!
 //! Always: the same argmax at ≥ 31 of 32 positions.
 
@@ -29,6 +30,8 @@ use serde_json::Value as Json;
 struct Reference {
     tokens: Vec<u32>,
     logits: Vec<Vec<f32>>,
+    /// llama.cpp's own max |Δ| between its batch and its token-by-token logits.
+    own_spread: f32,
 }
 
 fn reference(path: &std::path::Path) -> Reference {
@@ -38,6 +41,7 @@ fn reference(path: &std::path::Path) -> Reference {
     Reference {
         tokens: common::json_ids(&j["token_ids"]),
         logits: common::json_rows(&j["logits"]),
+        own_spread: j["max_abs_diff_batch_vs_incremental"].as_f64().unwrap() as f32,
     }
 }
 
@@ -81,7 +85,7 @@ fn models() -> Vec<std::path::PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
         .collect();
     v.sort();
-    assert_eq!(v.len(), 15);
+    assert_eq!(v.len(), 20);
     v
 }
 
@@ -94,7 +98,8 @@ fn params() -> SessionParams {
     }
 }
 
-fn check(name: &str, d: &Diff, batch: bool) {
+/// `floor`: a max |Δ| the comparison may always reach (see the module's doc).
+fn check(name: &str, d: &Diff, batch: bool, floor: f32) {
     let float = name.contains("f32") || name.contains("f16");
     let repacked = name.contains("q4_0") || name.contains("q4_k");
     eprintln!(
@@ -107,6 +112,7 @@ fn check(name: &str, d: &Diff, batch: bool) {
         (false, true, _) => (1e-2, 1e-2),
         (false, false, _) => (0.25, 0.04),
     };
+    let max = f32::max(max, floor);
     assert!(
         d.max <= max && d.mean <= mean,
         "{name}: max {} mean {}",
@@ -159,7 +165,7 @@ fn batch_logits(repack: Repack) {
         s.eval_all(&r.tokens).unwrap();
         let got: Vec<Vec<f32>> = s.logits().chunks(n_vocab).map(|c| c.to_vec()).collect();
         assert_eq!(got.len(), 32);
-        check(name, &compare(&got, &r.logits), true);
+        check(name, &compare(&got, &r.logits), true, 0.0);
     }
 }
 
@@ -177,10 +183,14 @@ fn token_by_token_logits_match_llama_cpp() {
                 s.logits().to_vec()
             })
             .collect();
+        // Token by token, gemlet may differ from llama.cpp's batch as much as llama.cpp's own
+        // token-by-token run does (plus a quarter): Gemma 4's unscaled attention (scale 1.0
+        // over normed queries and keys) is peaky, which makes its F16 model's spread 0.014.
         check(
             path.file_name().unwrap().to_str().unwrap(),
             &compare(&got, &r.logits),
             false,
+            1.25 * r.own_spread,
         );
     }
 }
