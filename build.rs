@@ -364,6 +364,8 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     // operations
     "ggml_(add|mul|mul_mat|get_rows|set_rows|rms_norm|scale|tanh|gelu|geglu_split|soft_max_ext|rope_ext)",
     "ggml_(cpy|cont|transpose|permute|reshape_[1-4]d|view_[1-4]d|flash_attn_ext)",
+    // mixture of experts
+    "ggml_(mul_mat_id|argsort_top_k|soft_max|sum_rows|clamp|div|repeat_4d)",
     // graphs and execution
     "ggml_new_graph_custom",
     "ggml_graph_overhead_custom",

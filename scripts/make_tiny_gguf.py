@@ -42,6 +42,12 @@ rule) and have no attn_k/attn_v/attn_k_norm of their own, with a feed-forward tw
 (Gemma 4's double-wide MLP); layer 1 has no attn_v (V = K); V is RMS-normed without a
 weight; attention scale 1.0; per-layer embeddings (PLE) of 32 [128] per layer;
 layer_output_scale on every layer; final soft-cap 5.
+gemma4-moe [gemma4-moe-k]: Gemma 4's 26B-A4B shape in small: 4 [2] layers, local ones with
+2 KV heads and global ones with 1 (head_count_kv as an array), no per-layer embeddings;
+every layer has 4 experts of inner size 32 [256], top-2, beside its dense MLP (router F32,
+as llama-quantize keeps it, with its per-channel scale; per-expert down scales); layer 0
+has a fused attn_qkv, layers 0-1 [0] a fused ffn_gate_up_exps, layer 2 per-expert gate/up
+scales too, the last global layer no attn_v.
   variants: f32 / f16 / q8_0 / q4_0 for gemma, gemma2, gemma3, gemma4 (every 2-D
   matrix, token_embd included, in that type; 1-D norms always F32);
   q4_k_m for the -k configs (Q4_K, with Q6_K for token_embd and for attn_v /
@@ -122,6 +128,14 @@ class TinyConfig:
     shared_kv_layers: int = 0
     n_embd_per_layer: int = 0
     no_v_layers: tuple[int, ...] = ()
+    n_head_kv_swa: int | None = None       # head_count_kv as a per-layer array
+    fused_qkv_layers: tuple[int, ...] = ()  # attn_qkv instead of attn_q/k/v
+    # mixture of experts (every layer): experts, used per token, expert inner size
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    fused_gate_up_layers: tuple[int, ...] = ()  # ffn_gate_up_exps instead of gate/up
+    scaled_gate_up_layers: tuple[int, ...] = ()  # ffn_{gate,up}_exps.scale as well
 
     def is_swa(self, il: int) -> bool:
         return bool(self.swa_pattern and self.swa_pattern[il])
@@ -131,6 +145,9 @@ class TinyConfig:
 
     def n_ff_of(self, il: int) -> int:
         return self.n_ff_layers[il] if self.n_ff_layers else self.n_ff
+
+    def n_head_kv_of(self, il: int) -> int:
+        return self.n_head_kv_swa if self.is_swa(il) and self.n_head_kv_swa else self.n_head_kv
 
     def has_kv(self, il: int) -> bool:
         return il < self.n_layer - self.shared_kv_layers
@@ -159,6 +176,18 @@ CONFIGS = {c.name: c for c in [
                final_softcap=5.0, head_dim_swa=32, n_ff_layers=(256,) * 2 + (512,) * 2,
                swa_pattern=(True, False, True, False), shared_kv_layers=2,
                n_embd_per_layer=128, no_v_layers=(1,), variants=("q4_k_m",)),
+    TinyConfig("gemma4-moe", "gemma4", 4, 64, 4, 1, 32, 96, seed=909,
+               rope_base=1_000_000.0, rope_base_swa=10_000.0, sliding_window=8,
+               final_softcap=5.0, head_dim_swa=16, swa_pattern=(True, False, True, False),
+               n_head_kv_swa=2, no_v_layers=(3,), fused_qkv_layers=(0,),
+               n_expert=4, n_expert_used=2, n_ff_exp=32, fused_gate_up_layers=(0, 1),
+               scaled_gate_up_layers=(2,)),
+    TinyConfig("gemma4-moe-k", "gemma4", 2, 256, 4, 1, 64, 256, seed=1010,
+               rope_base=1_000_000.0, rope_base_swa=10_000.0, sliding_window=8,
+               final_softcap=5.0, head_dim_swa=32, swa_pattern=(True, False),
+               n_head_kv_swa=2, no_v_layers=(1,), fused_qkv_layers=(0,),
+               n_expert=4, n_expert_used=2, n_ff_exp=256, fused_gate_up_layers=(0,),
+               variants=("q4_k_m",)),
 ]}
 
 FILE_TYPE = {"f32": FT.ALL_F32, "f16": FT.MOSTLY_F16, "q8_0": FT.MOSTLY_Q8_0,
@@ -277,9 +306,11 @@ def gemma4_specs(c: TinyConfig):
              ("per_layer_proj_norm.weight", (P,), None),
              ("rope_freqs.weight", (c.head_dim // 2,), lambda r: rope_freqs(c, r)),
              ("output_norm.weight", (E,), None)]
+    if not P:
+        specs = [sp for sp in specs if not sp[0].startswith("per_layer_")]
     for il in range(L):
         D, F = c.head_dim_of(il), c.n_ff_of(il)
-        q, kv = c.n_head * D, c.n_head_kv * D
+        q, kv = c.n_head * D, c.n_head_kv_of(il) * D
         shapes = {
             "attn_norm": ((E,), None), "ffn_norm": ((E,), None),
             "post_attention_norm": ((E,), None), "post_ffw_norm": ((E,), None),
@@ -295,10 +326,49 @@ def gemma4_specs(c: TinyConfig):
         for short in BLOCK_TENSORS[c.arch]:
             if short in ("attn_k", "attn_k_norm", "attn_v") and not c.has_kv(il):
                 continue
-            if short == "attn_v" and il in c.no_v_layers:
+            if short == "attn_v" and il in c.no_v_layers and il not in c.fused_qkv_layers:
+                continue
+            if short in ("attn_q", "attn_k", "attn_v") and il in c.fused_qkv_layers:
+                continue
+            if short in ("inp_gate", "proj", "post_norm") and not P:
                 continue
             shp, std = shapes[short]
             specs.append((f"blk.{il}.{short}.weight", shp, std))
+        if il in c.fused_qkv_layers:  # rows: queries, keys, values (llama.cpp's split)
+            specs.append((f"blk.{il}.attn_qkv.weight", (q + 2 * kv, E),
+                          lambda r, q=q, kv=kv: fused_qkv(r, q, kv, E)))
+        if c.n_expert:
+            specs += expert_specs(c, il)
+    return specs
+
+
+def fused_qkv(r: np.random.RandomState, q: int, kv: int, E: int) -> np.ndarray:
+    w = r.standard_normal((q + 2 * kv, E)) / np.sqrt(E)
+    w[:q + kv] *= 1.5  # queries and keys peaky, as the separate matrices
+    return w.astype(np.float32)
+
+
+def expert_specs(c: TinyConfig, il: int):
+    """Layer il's router (F32, as llama-quantize keeps it), the norms around the experts and
+    the dense MLP beside them, and the expert matrices (numpy shape: experts, rows, cols)."""
+    E, X, N = c.n_embd, c.n_ff_exp, c.n_expert
+    b = f"blk.{il}"
+    scale = lambda r: (0.5 + r.random_sample(N)).astype(np.float32)  # noqa: E731
+    specs = [(f"{b}.ffn_gate_inp.weight", (N, E), 2.0 / np.sqrt(E)),
+             (f"{b}.ffn_gate_inp.scale", (E,), None),
+             (f"{b}.pre_ffw_norm_2.weight", (E,), None),
+             (f"{b}.post_ffw_norm_1.weight", (E,), None),
+             (f"{b}.post_ffw_norm_2.weight", (E,), None)]
+    if il in c.fused_gate_up_layers:
+        specs.append((f"{b}.ffn_gate_up_exps.weight", (N, 2 * X, E), 1.0 / np.sqrt(E)))
+    else:
+        specs += [(f"{b}.ffn_gate_exps.weight", (N, X, E), 1.0 / np.sqrt(E)),
+                  (f"{b}.ffn_up_exps.weight", (N, X, E), 1.0 / np.sqrt(E))]
+        if il in c.scaled_gate_up_layers:
+            specs += [(f"{b}.ffn_gate_exps.scale", (N,), scale),
+                      (f"{b}.ffn_up_exps.scale", (N,), scale)]
+    specs += [(f"{b}.ffn_down_exps.weight", (N, E, X), 1.0 / np.sqrt(X)),
+              (f"{b}.ffn_down_exps.scale", (N,), scale)]
     return specs
 
 
@@ -383,7 +453,7 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
 
 
 def pick_type(c: TinyConfig, variant: str, name: str, ndim: int, shape=None) -> QT:
-    if ndim == 1:
+    if ndim == 1 or name.endswith(".ffn_gate_inp.weight"):  # llama-quantize keeps routers
         return QT.F32
     if variant == "q4_k_m":
         if shape is not None and shape[-1] % QK_K != 0:  # llama-quantize falls back too
@@ -408,8 +478,7 @@ def encode(w: np.ndarray, t: QT) -> np.ndarray:
         b = quantize_q6_k(w)
     else:
         return gguf.quants.quantize(w, t)
-    rows = w.shape[0] if w.ndim == 2 else 1
-    return b.reshape(rows, -1)
+    return b.reshape(*(w.shape[:-1] if w.ndim > 1 else (1,)), -1)
 
 
 # ------------------------------------------------------------------ writing
@@ -425,7 +494,10 @@ def write_tiny(c: TinyConfig, variant: str, path: str) -> dict:
     w.add_block_count(c.n_layer)
     w.add_feed_forward_length(list(c.n_ff_layers) if c.n_ff_layers else c.n_ff)
     w.add_head_count(c.n_head)
-    w.add_head_count_kv(c.n_head_kv)
+    if c.n_head_kv_swa is not None:
+        w.add_head_count_kv([c.n_head_kv_of(il) for il in range(c.n_layer)])
+    else:
+        w.add_head_count_kv(c.n_head_kv)
     if c.rope_base is not None:
         w.add_rope_freq_base(c.rope_base)
     w.add_layer_norm_rms_eps(1e-6)
@@ -449,8 +521,12 @@ def write_tiny(c: TinyConfig, variant: str, path: str) -> dict:
         w.add_rope_freq_base_swa(c.rope_base_swa)
     if c.shared_kv_layers:
         w.add_shared_kv_layers(c.shared_kv_layers)
-    if c.n_embd_per_layer:
+    if c.arch == "gemma4":  # llama.cpp requires the key; the converter writes 0 for none
         w.add_embedding_length_per_layer_input(c.n_embd_per_layer)
+    if c.n_expert:
+        w.add_expert_count(c.n_expert)
+        w.add_expert_used_count(c.n_expert_used)
+        w.add_expert_feed_forward_length(c.n_ff_exp)
     w.add_file_type(int(FILE_TYPE[variant]))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 

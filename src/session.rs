@@ -5,7 +5,7 @@ use crate::ggml::{Allocator, Context, Executor, GgmlError};
 use crate::model::gemma::{self, BatchShape, Forward};
 use crate::model::kv_cache::{CacheLayout, CacheParams, ContextSize, KvCache};
 use crate::model::weights::{Repack, Weights};
-use crate::model::{Census, MemoryPlan, Model, ModelError, PerKind};
+use crate::model::{Census, MemoryPlan, Model, ModelError, PerKind, RowTable};
 use crate::sampling::Sampler;
 use crate::tokenizer::{TokenId, TokenizerError};
 use std::sync::atomic::AtomicBool;
@@ -155,7 +155,8 @@ impl<'m> Session<'m> {
         let mut weights = Weights::bind(model.gguf(), c, params.repack)?;
         let layout = CacheLayout::new(c, size, params.cache.swa_full);
         let weight_bytes = Census::of(model.gguf()).weight_bytes;
-        let plan = MemoryPlan::new(&c.dims, &layout, weight_bytes, params.cache);
+        let row_table = RowTable::of(model.gguf());
+        let plan = MemoryPlan::new(&c.dims, &layout, weight_bytes, row_table, params.cache);
         if !plan.fits() && !params.force {
             return Err(SessionError::WontFit(plan.refusal()));
         }

@@ -4,7 +4,7 @@ use super::fmt::{bytes, short_count, thousands};
 use super::CliError;
 use crate::gguf::{file_type_name, Gguf, Value};
 use crate::model::kv_cache::{CacheLayout, ContextSize};
-use crate::model::{Census, Component, Config, Dims, LayerKind, MemoryPlan};
+use crate::model::{Census, Component, Config, Dims, LayerKind, MemoryPlan, RowTable};
 use serde_json::{json, Map, Value as Json};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -56,7 +56,7 @@ impl<'g> Report<'g> {
                 Err(_) => CacheLayout::all_global(d, size),
             };
             let cache = args.cache.params();
-            MemoryPlan::new(d, &layout, census.weight_bytes, cache)
+            MemoryPlan::new(d, &layout, census.weight_bytes, RowTable::of(g), cache)
         });
         Report {
             g,
@@ -156,7 +156,16 @@ fn to_text(r: &Report<'_>, args: &InspectArgs) -> String {
             "\nmemory plan (context {}, batch {}, KV cache {}/{})",
             p.context, p.batch, p.cache.type_k, p.cache.type_v
         );
-        let _ = writeln!(s, "  weights (mapped)    {:>12}", bytes(p.weights_bytes));
+        let _ = writeln!(s, "  weights (mapped)    {:>12}", bytes(p.mapped_bytes));
+        if let Some(t) = p.row_table {
+            let _ = writeln!(
+                s,
+                "    per-layer table   {:>12} in the map, at most {} resident (a row per token of the context)",
+                bytes(t.bytes),
+                bytes(t.touched(p.context as u64))
+            );
+            let _ = writeln!(s, "  weights resident    {:>12}", bytes(p.weights_bytes));
+        }
         let _ = writeln!(s, "  KV cache            {:>12}", bytes(p.kv_cache_bytes));
         let _ = writeln!(s, "  compute (estimate)  {:>12}", bytes(p.compute_bytes));
         let _ = writeln!(s, "  total               {:>12}", bytes(p.total_bytes));
@@ -194,15 +203,21 @@ fn hparams_text(s: &mut String, c: &Config) {
     let rows: Vec<(&str, String)> = vec![
         ("hidden size", c.dims.n_embd.to_string()),
         ("blocks", c.dims.n_layer.to_string()),
+        ("heads / KV heads", {
+            let kv = per_kind_text(c, |k| c.n_head_kv(k).to_string());
+            format!("{} / {kv} ({attention})", c.dims.n_head)
+        }),
+        ("head dim (k / v)", {
+            per_kind_text(c, |k| {
+                let (dk, dv) = c.head_dims(k);
+                format!("{dk} / {dv}")
+            })
+        }),
         (
-            "heads / KV heads",
-            format!("{} / {} ({attention})", c.dims.n_head, c.dims.n_head_kv),
+            "rope dims",
+            per_kind_text(c, |k| c.n_rot.get(k).to_string()),
         ),
-        (
-            "head dim (k / v)",
-            format!("{} / {}", c.dims.head_dim_k, c.dims.head_dim_v),
-        ),
-        ("FFN size", c.dims.n_ff.to_string()),
+        ("FFN size", ffn_text(c)),
         ("vocab", c.dims.n_vocab.to_string()),
         ("context length", c.dims.n_ctx_train.to_string()),
         (
@@ -243,8 +258,8 @@ fn hparams_text(s: &mut String, c: &Config) {
                 } else {
                     ""
                 },
-                if c.qk_norm { " + per-head Q/K" } else { "" }
-            ),
+                if c.qk_norm { " + per-head Q/K" } else { "" },
+            ) + if c.v_norm { " + V (no weight)" } else { "" },
         ),
         (
             "output",
@@ -255,9 +270,106 @@ fn hparams_text(s: &mut String, c: &Config) {
             },
         ),
     ];
+    let mut rows = rows;
+    rows.extend(gemma4_rows(c));
     for (k, v) in rows {
         let _ = writeln!(s, "  {k:<18} {v}");
     }
+}
+
+/// A value that may differ between global and local layers: once, or each kind's.
+fn per_kind_text(c: &Config, f: impl Fn(LayerKind) -> String) -> String {
+    let (g, l) = (f(LayerKind::Global), f(LayerKind::Local));
+    if c.sliding_window.is_none() || g == l {
+        g
+    } else {
+        format!("{g} (global), {l} (local)")
+    }
+}
+
+/// Feed-forward sizes with the layers of each, when they differ.
+fn ffn_text(c: &Config) -> String {
+    let mut sizes: Vec<(usize, Vec<usize>)> = Vec::new();
+    for il in 0..c.dims.n_layer {
+        match sizes.iter_mut().find(|(f, _)| *f == c.n_ff(il)) {
+            Some((_, layers)) => layers.push(il),
+            None => sizes.push((c.n_ff(il), vec![il])),
+        }
+    }
+    if sizes.len() <= 1 {
+        return c.dims.n_ff.to_string();
+    }
+    sizes
+        .iter()
+        .map(|(f, layers)| format!("{f} (layers {})", ranges(layers)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "0-3, 5" for [0, 1, 2, 3, 5].
+fn ranges(v: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            v[i].to_string()
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+/// What Gemma 4 adds: per-layer embeddings, layers that share a cache, experts.
+fn gemma4_rows(c: &Config) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let d = &c.dims;
+    if c.n_embd_per_layer > 0 {
+        rows.push((
+            "per-layer embd",
+            format!(
+                "{} per layer: per_layer_token_embd is {} × {}, one row read per token from the \
+                 map (never copied, never resident as a whole), gated into every layer",
+                c.n_embd_per_layer,
+                d.n_vocab,
+                c.n_embd_per_layer * d.n_layer
+            ),
+        ));
+    }
+    if c.n_layer_kv < d.n_layer {
+        let shares: Vec<String> = (c.n_layer_kv..d.n_layer)
+            .filter_map(|il| c.kv_source(il).map(|s| format!("{il}→{s}")))
+            .collect();
+        rows.push((
+            "shared KV",
+            format!(
+                "layers {}-{} have no cache of their own and attend over another's ({})",
+                c.n_layer_kv,
+                d.n_layer - 1,
+                shares.join(", ")
+            ),
+        ));
+    }
+    if let Some(e) = &c.experts {
+        let layers: Vec<usize> = (0..d.n_layer).filter(|&il| c.has_experts(il)).collect();
+        rows.push((
+            "experts",
+            format!(
+                "{} experts of FFN size {}, {} per token (softmax router), beside the dense MLP \
+                 in layers {}; expert matrices stay in the map",
+                e.n_expert,
+                e.n_ff,
+                e.n_used,
+                ranges(&layers)
+            ),
+        ));
+    }
+    rows
 }
 
 fn window_text(c: &Config) -> String {
@@ -428,6 +540,13 @@ fn to_json(r: &Report<'_>) -> Json {
                 "context": p.context,
                 "batch": p.batch,
                 "weights_bytes": p.weights_bytes,
+                "mapped_bytes": p.mapped_bytes,
+                "row_table": p.row_table.map(|t| json!({
+                    "tensor": RowTable::TENSOR,
+                    "bytes": t.bytes,
+                    "row_bytes": t.row_bytes,
+                    "resident_bytes": t.touched(p.context as u64),
+                })),
                 "kv_cache_bytes": p.kv_cache_bytes,
                 "compute_bytes": p.compute_bytes,
                 "total_bytes": p.total_bytes,
@@ -463,5 +582,21 @@ fn config_json(c: &Config) -> Json {
         "qk_norm": c.qk_norm,
         "post_norms": c.post_norms,
         "tied_output": c.tied_output,
+        "head_count_kv_local": c.dims.n_head_kv_swa,
+        "head_dim_k_local": c.dims.head_dim_k_swa,
+        "head_dim_v_local": c.dims.head_dim_v_swa,
+        "rope_dims": c.n_rot.global,
+        "rope_dims_local": c.n_rot.local,
+        "ffn_sizes": c.n_ff_layers,
+        "embedding_length_per_layer": c.n_embd_per_layer,
+        "shared_kv_layers": (c.n_layer_kv..c.dims.n_layer)
+            .map(|il| json!({"layer": il, "cache_of": c.kv_source(il)}))
+            .collect::<Vec<_>>(),
+        "experts": c.experts.as_ref().map(|e| json!({
+            "count": e.n_expert,
+            "used": e.n_used,
+            "ffn_size": e.n_ff,
+            "layers": (0..c.dims.n_layer).filter(|&il| c.has_experts(il)).collect::<Vec<_>>(),
+        })),
     })
 }

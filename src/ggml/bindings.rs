@@ -369,6 +369,20 @@ unsafe extern "C" {
         a: *mut ggml_tensor,
         b: *mut ggml_tensor,
     ) -> *mut ggml_tensor;
+    pub fn ggml_div(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        b: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_sum_rows(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_repeat_4d(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        ne0: i64,
+        ne1: i64,
+        ne2: i64,
+        ne3: i64,
+    ) -> *mut ggml_tensor;
     pub fn ggml_tanh(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_gelu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_geglu_split(
@@ -382,6 +396,12 @@ unsafe extern "C" {
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
         b: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_mul_mat_id(
+        ctx: *mut ggml_context,
+        as_: *mut ggml_tensor,
+        b: *mut ggml_tensor,
+        ids: *mut ggml_tensor,
     ) -> *mut ggml_tensor;
     pub fn ggml_scale(ctx: *mut ggml_context, a: *mut ggml_tensor, s: f32) -> *mut ggml_tensor;
     pub fn ggml_cpy(
@@ -472,6 +492,13 @@ unsafe extern "C" {
         b: *mut ggml_tensor,
         c: *mut ggml_tensor,
     ) -> *mut ggml_tensor;
+    pub fn ggml_clamp(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        min: f32,
+        max: f32,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_soft_max(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_soft_max_ext(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -493,6 +520,11 @@ unsafe extern "C" {
         attn_factor: f32,
         beta_fast: f32,
         beta_slow: f32,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_argsort_top_k(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        k: ::std::os::raw::c_int,
     ) -> *mut ggml_tensor;
     pub fn ggml_flash_attn_ext(
         ctx: *mut ggml_context,

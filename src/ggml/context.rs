@@ -529,6 +529,57 @@ impl Context<'_> {
         self.wrap(unsafe { sys::ggml_mul_mat(self.raw(), a.raw(), b.raw()) })
     }
 
+    /// Mixture-of-experts product: for each token t and slot i, expert `ids[i, t]` of `experts`
+    /// (k × n × n_expert) times row (i or 0, t) of `b` (k × 1-or-n_used × tokens) → (n × n_used
+    /// × tokens).
+    pub fn mul_mat_id<'c>(
+        &'c self,
+        experts: Tensor<'c>,
+        b: Tensor<'c>,
+        ids: Tensor<'c>,
+    ) -> Tensor<'c> {
+        // SAFETY: live tensors; ggml asserts shapes and the I32 ids (their values are the
+        // graph's own top-k, below n_expert).
+        self.wrap(unsafe { sys::ggml_mul_mat_id(self.raw(), experts.raw(), b.raw(), ids.raw()) })
+    }
+
+    /// The indices (I32) of the `k` largest entries of each row, largest first.
+    pub fn argsort_top_k<'c>(&'c self, a: Tensor<'c>, k: usize) -> Tensor<'c> {
+        // SAFETY: as above; ggml asserts k <= the row length.
+        self.wrap(unsafe { sys::ggml_argsort_top_k(self.raw(), a.raw(), k as i32) })
+    }
+
+    /// softmax along rows.
+    pub fn soft_max<'c>(&'c self, a: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_soft_max(self.raw(), a.raw()) })
+    }
+
+    /// The sum of each row (a tensor of rows of length 1).
+    pub fn sum_rows<'c>(&'c self, a: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_sum_rows(self.raw(), a.raw()) })
+    }
+
+    /// Each element clamped into [min, max].
+    pub fn clamp<'c>(&'c self, a: Tensor<'c>, min: f32, max: f32) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_clamp(self.raw(), a.raw(), min, max) })
+    }
+
+    /// Element-wise quotient; `b` broadcasts along any dimension where it is 1.
+    pub fn div<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_div(self.raw(), a.raw(), b.raw()) })
+    }
+
+    /// `a` tiled to `shape` (each dimension a multiple of a's).
+    pub fn repeat<'c>(&'c self, a: Tensor<'c>, shape: [usize; 4]) -> Tensor<'c> {
+        let [x, y, z, w] = shape.map(|v| v as i64);
+        // SAFETY: as above; ggml asserts that the shape is a multiple.
+        self.wrap(unsafe { sys::ggml_repeat_4d(self.raw(), a.raw(), x, y, z, w) })
+    }
+
     /// Rows `ids` (I32) of `a`, dequantized to F32.
     pub fn get_rows<'c>(&'c self, a: Tensor<'c>, ids: Tensor<'c>) -> Tensor<'c> {
         // SAFETY: as above.

@@ -51,8 +51,11 @@ pub struct Dims {
     pub n_ff: usize,
     /// Query heads.
     pub n_head: usize,
-    /// Key/value heads (1: multi-query, < n_head: grouped-query, = n_head: multi-head).
+    /// Key/value heads of global layers (1: multi-query, < n_head: grouped-query, = n_head:
+    /// multi-head).
     pub n_head_kv: usize,
+    /// The same on sliding-window layers (Gemma 4's 26B and 31B have more; others: the same).
+    pub n_head_kv_swa: usize,
     /// Per-head key (and query) length of global layers.
     pub head_dim_k: usize,
     /// Per-head value length of global layers.
@@ -91,6 +94,7 @@ impl Dims {
             n_ff: u("feed_forward_length").unwrap_or(4 * n_embd),
             n_head,
             n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
+            n_head_kv_swa: u("attention.head_count_kv").unwrap_or(n_head),
             head_dim_k,
             head_dim_v,
             head_dim_k_swa: u("attention.key_length_swa").unwrap_or(head_dim_k),
@@ -206,7 +210,26 @@ pub struct Config {
     pub n_embd_per_layer: usize,
     /// Gemma 4's RMS norm (without a weight) of the values.
     pub v_norm: bool,
+    /// Gemma 4's mixture of experts (26B-A4B) beside the dense MLP of the layers that have a
+    /// router.
+    pub experts: Option<Experts>,
 }
+
+/// A mixture-of-experts feed-forward: each token goes through the `n_used` of `n_expert`
+/// experts its router scores highest, their outputs weighted by the renormalised scores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Experts {
+    pub n_expert: usize,
+    pub n_used: usize,
+    /// Each expert's feed-forward inner size (`expert_feed_forward_length`).
+    pub n_ff: usize,
+    /// Which layers have experts: those with a router (`blk.N.ffn_gate_inp`), as llama.cpp
+    /// decides it.
+    pub layers: Vec<bool>,
+}
+
+/// llama.cpp's `LLAMA_MAX_EXPERTS`.
+const MAX_EXPERTS: usize = 1024;
 
 impl Config {
     /// Reads and validates the configuration of a Gemma-family GGUF.
@@ -235,9 +258,9 @@ impl Config {
         }
         let n_embd = u("embedding_length")?;
         let n_head = per_layer_scalar(g, &key("attention.head_count"), n_layer)?;
-        let n_head_kv = match g.get(&key("attention.head_count_kv")) {
-            Some(_) => per_layer_scalar(g, &key("attention.head_count_kv"), n_layer)?,
-            None => n_head,
+        let n_head_kv_layers = match g.get(&key("attention.head_count_kv")) {
+            Some(_) => per_layer_values(g, &key("attention.head_count_kv"), n_layer)?,
+            None => vec![n_head; n_layer],
         };
         let n_ff_layers = per_layer_values(g, &key("feed_forward_length"), n_layer)?;
         let n_ff = n_ff_layers.iter().copied().max().unwrap_or(0);
@@ -298,6 +321,12 @@ impl Config {
                 default_period,
             )?,
         };
+        // Gemma 4's larger models give global and local layers different KV head counts.
+        let n_head_kv = per_kind(
+            &n_head_kv_layers,
+            &layer_kinds,
+            &key("attention.head_count_kv"),
+        )?;
 
         let attn_softcap = match arch {
             Arch::Gemma2 => Some(opt_f("attn_logit_softcapping")?.unwrap_or(50.0)),
@@ -333,6 +362,11 @@ impl Config {
             _ => 0,
         };
 
+        let experts = match arch {
+            Arch::Gemma4 => read_experts(g, a, n_layer)?,
+            _ => None,
+        };
+
         let embd = g
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
@@ -345,7 +379,8 @@ impl Config {
                 n_embd,
                 n_ff,
                 n_head,
-                n_head_kv,
+                n_head_kv: n_head_kv.global,
+                n_head_kv_swa: n_head_kv.local,
                 head_dim_k,
                 head_dim_v,
                 head_dim_k_swa,
@@ -378,6 +413,7 @@ impl Config {
             n_layer_kv,
             n_embd_per_layer,
             v_norm: arch == Arch::Gemma4,
+            experts,
         };
         config.validate()?;
         Ok(config)
@@ -396,6 +432,7 @@ impl Config {
             ("embedding_length", d.n_embd),
             ("attention.head_count", d.n_head),
             ("attention.head_count_kv", d.n_head_kv),
+            ("attention.head_count_kv (local layers)", d.n_head_kv_swa),
             ("attention.key_length", d.head_dim_k),
             ("attention.value_length", d.head_dim_v),
             ("attention.key_length_swa", d.head_dim_k_swa),
@@ -415,13 +452,14 @@ impl Config {
         if d.n_vocab == 0 {
             return bad("token_embd.weight has no rows: the vocabulary is empty".into());
         }
-        if d.n_head % d.n_head_kv != 0 {
-            return bad(format!(
-                "{}: {} query heads are not a multiple of {} key/value heads",
-                key("attention.head_count_kv"),
-                d.n_head,
-                d.n_head_kv
-            ));
+        for n_kv in [d.n_head_kv, d.n_head_kv_swa] {
+            if d.n_head % n_kv != 0 {
+                return bad(format!(
+                    "{}: {} query heads are not a multiple of {n_kv} key/value heads",
+                    key("attention.head_count_kv"),
+                    d.n_head,
+                ));
+            }
         }
         for (kind, rot_key, head_key) in [
             (
@@ -467,6 +505,31 @@ impl Config {
                 "{}: Gemma 4 needs keys and values of one head length",
                 key("attention.value_length")
             ));
+        }
+        if let Some(e) = &self.experts {
+            if e.n_expert == 0 || e.n_expert > MAX_EXPERTS {
+                return bad(format!(
+                    "{} is {}: it must lie between 1 and {MAX_EXPERTS}",
+                    key("expert_count"),
+                    e.n_expert
+                ));
+            }
+            if e.n_used == 0 || e.n_used > e.n_expert {
+                return bad(format!(
+                    "{} is {}: it must lie between 1 and {} ({})",
+                    key("expert_used_count"),
+                    e.n_used,
+                    e.n_expert,
+                    key("expert_count")
+                ));
+            }
+            if e.n_ff == 0 || e.n_ff > limit {
+                return bad(format!(
+                    "{} is {}: it must lie between 1 and {limit}",
+                    key("expert_feed_forward_length"),
+                    e.n_ff
+                ));
+            }
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return bad(format!(
@@ -519,6 +582,21 @@ impl Config {
         }
     }
 
+    /// Key/value heads of a layer of `kind`.
+    pub fn n_head_kv(&self, kind: LayerKind) -> usize {
+        match kind {
+            LayerKind::Global => self.dims.n_head_kv,
+            LayerKind::Local => self.dims.n_head_kv_swa,
+        }
+    }
+
+    /// Whether layer `il` has experts beside its dense MLP.
+    pub fn has_experts(&self, il: usize) -> bool {
+        self.experts
+            .as_ref()
+            .is_some_and(|e| e.layers.get(il).copied().unwrap_or(false))
+    }
+
     /// Layer `il`'s feed-forward inner size.
     pub fn n_ff(&self, il: usize) -> usize {
         self.n_ff_layers.get(il).copied().unwrap_or(self.dims.n_ff)
@@ -545,6 +623,44 @@ impl Config {
             LayerKind::Local => self.sliding_window,
         }
     }
+}
+
+/// The experts of a file whose layers have routers; their counts are then required.
+fn read_experts(g: &Gguf, arch: &str, n_layer: usize) -> Result<Option<Experts>> {
+    let layers: Vec<bool> = (0..n_layer)
+        .map(|il| g.tensor(&format!("blk.{il}.ffn_gate_inp.weight")).is_some())
+        .collect();
+    if !layers.contains(&true) {
+        return Ok(None);
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let u = |k: &str| -> Result<usize> { Ok(g.get_u32(&key(k))? as usize) };
+    Ok(Some(Experts {
+        n_expert: u("expert_count")?,
+        n_used: u("expert_used_count")?,
+        n_ff: per_layer_scalar(g, &key("expert_feed_forward_length"), n_layer)?,
+        layers,
+    }))
+}
+
+/// One value per kind of layer from per-layer `values`: every layer of a kind must agree.
+fn per_kind(values: &[usize], kinds: &[LayerKind], key: &str) -> Result<PerKind<usize>> {
+    let mut out = PerKind::<Option<usize>>::default();
+    for (&v, &kind) in values.iter().zip(kinds) {
+        match *out.get(kind) {
+            None => *out.get_mut(kind) = Some(v),
+            Some(seen) if seen == v => {}
+            Some(seen) => {
+                return Err(ModelError::Config(format!(
+                    "{key}: {} layers with {seen} and with {v}: gemlet needs one value per kind \
+                     of layer (global, local)",
+                    kind.name()
+                )))
+            }
+        }
+    }
+    let first = values.first().copied().unwrap_or(0);
+    Ok(out.map(|v| v.unwrap_or(first)))
 }
 
 /// A per-layer key that may be a scalar or an array; gemlet needs the same value in every layer.

@@ -14,7 +14,7 @@
 
 use super::config::LayerKind;
 use super::kv_cache::KvCache;
-use super::weights::{PleWeights, Weights};
+use super::weights::{ExpertGateUp, ExpertWeights, LayerWeights, PleWeights, Qkv, Scaled, Weights};
 use super::{Config, PerKind, Result};
 use crate::ggml::{Context, Graph, GraphId, RopeMode, Tensor, TensorId, Type};
 
@@ -55,7 +55,12 @@ pub struct Forward {
 /// Nodes a graph of this config needs at most.
 pub fn graph_size(c: &Config) -> usize {
     let per_layer = if c.n_embd_per_layer > 0 { 96 } else { 64 };
-    per_layer * c.dims.n_layer + 64
+    // The experts' ops: ~40, and a view and an add per chosen expert.
+    let experts = c.experts.as_ref().map_or(0, |e| {
+        let layers = e.layers.iter().filter(|&&m| m).count();
+        layers * (48 + 2 * e.n_used)
+    });
+    per_layer * c.dims.n_layer + experts + 64
 }
 
 /// Builds the graph of a batch of `shape.n_tokens` tokens attending over `shape.n_kv` cache
@@ -72,7 +77,7 @@ pub fn build<'c>(
     let g = Ops { ctx, c, w };
     let mut graph = ctx.new_graph(graph_size(c))?;
     let b = shape.n_tokens;
-    let (n_head, n_head_kv) = (c.dims.n_head, c.dims.n_head_kv);
+    let n_head = c.dims.n_head;
 
     let tokens = g.input(Type::I32, &[b], "inp_tokens")?;
     let positions = g.input(Type::I32, &[b], "inp_pos")?;
@@ -104,6 +109,7 @@ pub fn build<'c>(
         let kind = c.kind(il);
         let (rope_base, rope_scale) = (*c.rope_base.get(kind), *c.rope_scale.get(kind));
         let (dk, dv) = c.head_dims(kind);
+        let n_head_kv = c.n_head_kv(kind);
         let factors = match kind {
             LayerKind::Global => w.rope_freqs.map(|id| g.weight(id)),
             LayerKind::Local => None,
@@ -124,7 +130,15 @@ pub fn build<'c>(
         // Attention block: norm, Q/K/V projections, Q/K(/V) norms, rope, attention over the
         // cache, output projection, post-norm, residual.
         let h = g.norm(x, lw.attn_norm, "attn_norm", l);
-        let mut q = ctx.reshape(g.matmul(lw.wq, h, "Qcur", l), &[dk, n_head, b]);
+        let own_kv = il < c.n_layer_kv;
+        let (q_proj, kv_proj) = g.project_qkv(
+            &lw.qkv,
+            h,
+            [n_head * dk, n_head_kv * dk, n_head_kv * dv],
+            own_kv,
+            il,
+        );
+        let mut q = ctx.reshape(q_proj, &[dk, n_head, b]);
         if let Some(qn) = lw.q_norm {
             q = g.norm(q, qn, "Qcur_normed", l);
         }
@@ -133,14 +147,9 @@ pub fn build<'c>(
             q = ctx.scale(q, c.query_scale);
         }
         // This batch's keys and values, for layers with a cache of their own.
-        let new_kv = lw.kv.as_ref().map(|kv| {
-            let k_proj = g.matmul(kv.wk, h, "Kcur", l);
-            let v = match kv.wv {
-                Some(wv) => g.matmul(wv, h, "Vcur", l),
-                None => k_proj,
-            };
+        let new_kv = kv_proj.map(|(k_proj, v)| {
             let mut k = ctx.reshape(k_proj, &[dk, n_head_kv, b]);
-            if let Some(kn) = kv.k_norm {
+            if let Some(kn) = lw.k_norm {
                 k = g.norm(k, kn, "Kcur_normed", l);
             }
             let v = if c.v_norm {
@@ -175,13 +184,23 @@ pub fn build<'c>(
         }
         x = g.name(ctx.add(x, a), "sa_out", l);
 
-        // Feed-forward block: norm, GeGLU, post-norm, residual.
-        let h = g.norm(x, lw.ffn_norm, "ffn_norm", l);
-        let gated = ctx.geglu(
-            g.matmul(lw.ffn_gate, h, "ffn_gate", l),
-            g.matmul(lw.ffn_up, h, "ffn_up", l),
-        );
-        let mut f = g.matmul(lw.ffn_down, gated, "ffn_out", l);
+        // Feed-forward block: norm, GeGLU, post-norm, residual. With experts (Gemma 4's MoE),
+        // the dense MLP and the experts each get their own norms and are summed.
+        let mut f = match &lw.experts {
+            None => g.mlp(lw, g.norm(x, lw.ffn_norm, "ffn_norm", l), "ffn_out", il),
+            Some(ew) => {
+                let mlp = g.mlp(
+                    lw,
+                    g.norm(x, lw.ffn_norm, "ffn_norm_1", l),
+                    "ffn_mlp_out",
+                    il,
+                );
+                let mlp = g.norm(mlp, ew.post_norm_mlp, "ffn_mlp", l);
+                let moe = g.experts(&mut graph, ew, x, il);
+                let moe = g.norm(moe, ew.post_norm, "ffn_moe", l);
+                g.name(ctx.add(mlp, moe), "ffn_moe_combined", l)
+            }
+        };
         if let Some(pn) = lw.post_ffn_norm {
             f = g.norm(f, pn, "ffn_post_norm", l);
         }
@@ -272,6 +291,133 @@ impl<'c> Ops<'c, '_, '_> {
     fn norm(&self, x: Tensor<'c>, wt: TensorId, name: &str, il: Option<usize>) -> Tensor<'c> {
         let normed = self.ctx.rms_norm(x, self.c.norm_eps);
         self.name(self.ctx.mul(normed, self.weight(wt)), name, il)
+    }
+
+    /// The queries of `h`, and with `own_kv` its keys and values (the keys where a layer has
+    /// no value projection); `dims`: the query, key and value widths.
+    fn project_qkv(
+        &self,
+        p: &Qkv,
+        h: Tensor<'c>,
+        dims: [usize; 3],
+        own_kv: bool,
+        il: usize,
+    ) -> (Tensor<'c>, Option<(Tensor<'c>, Tensor<'c>)>) {
+        let (ctx, l) = (self.ctx, Some(il));
+        match *p {
+            Qkv::Separate { wq, wk, wv } => {
+                let q = self.matmul(wq, h, "Qcur", l);
+                let kv = wk.filter(|_| own_kv).map(|wk| {
+                    let k = self.matmul(wk, h, "Kcur", l);
+                    (k, wv.map_or(k, |wv| self.matmul(wv, h, "Vcur", l)))
+                });
+                (q, kv)
+            }
+            Qkv::Fused(w) => {
+                let qkv = self.matmul(w, h, "wqkv", l);
+                let ([_, b, ..], [elem, row, ..]) = (qkv.shape(), qkv.strides());
+                let part = |width: usize, at: usize, name: &str| {
+                    let v = ctx.view(qkv, &[width, b], &[row], at * elem);
+                    self.name(ctx.cont(v), name, l)
+                };
+                let [q_dim, k_dim, v_dim] = dims;
+                let q = part(q_dim, 0, "Qcur");
+                let kv = own_kv.then(|| {
+                    (
+                        part(k_dim, q_dim, "Kcur"),
+                        part(v_dim, q_dim + k_dim, "Vcur"),
+                    )
+                });
+                (q, kv)
+            }
+        }
+    }
+
+    /// The dense GeGLU feed-forward of `h`.
+    fn mlp(&self, lw: &LayerWeights, h: Tensor<'c>, name: &str, il: usize) -> Tensor<'c> {
+        let l = Some(il);
+        let gated = self.ctx.geglu(
+            self.matmul(lw.ffn_gate, h, "ffn_gate", l),
+            self.matmul(lw.ffn_up, h, "ffn_up", l),
+        );
+        self.matmul(lw.ffn_down, gated, name, l)
+    }
+
+    /// Gemma 4's experts (llama.cpp's `build_moe_ffn` with softmax gating and renormalised
+    /// weights): the router scores the residual stream `x` (RMS-normed, scaled by
+    /// 1/sqrt(n_embd) and per channel), each token's top `n_used` experts run GeGLU on its
+    /// `pre_ffw_norm_2`-normed input, and their outputs are summed, weighted by their
+    /// probabilities renormalised over the chosen ones.
+    fn experts(
+        &self,
+        graph: &mut Graph<'c>,
+        ew: &ExpertWeights,
+        x: Tensor<'c>,
+        il: usize,
+    ) -> Tensor<'c> {
+        let (ctx, c, l) = (self.ctx, self.c, Some(il));
+        let e = c
+            .experts
+            .as_ref()
+            .expect("expert weights come with an expert config");
+        let [n_embd, b, ..] = x.shape();
+        let cur = self.norm(x, ew.pre_norm, "ffn_norm_2", l);
+
+        let r = ctx.scale(ctx.rms_norm(x, c.norm_eps), 1.0 / (n_embd as f32).sqrt());
+        let r = ctx.mul(r, self.weight(ew.router_scale));
+        let logits = self.matmul(ew.router, r, "ffn_moe_logits", l);
+        let probs = self.name(ctx.soft_max(logits), "ffn_moe_probs", l);
+        let selected = self.name(ctx.argsort_top_k(probs, e.n_used), "ffn_moe_topk", l);
+        let weights = ctx.get_rows(ctx.reshape(probs, &[1, e.n_expert, b]), selected);
+        let weights = ctx.reshape(weights, &[e.n_used, b]);
+        // llama.cpp clamps the sum at F16's smallest normal, against a division by zero.
+        let sum = ctx.clamp(ctx.sum_rows(weights), 6.103_515_6e-5, f32::INFINITY);
+        let weights = ctx.reshape(ctx.div(weights, sum), &[1, e.n_used, b]);
+        let weights = self.name(weights, "ffn_moe_weights_norm", l);
+        graph.expand(weights);
+
+        // Each chosen expert's product, scaled by its per-expert factor where the file has one.
+        let apply = |s: Scaled, input: Tensor<'c>, name: &str| {
+            let out = ctx.mul_mat_id(self.weight(s.w), input, selected);
+            let out = match s.scale {
+                None => out,
+                Some(scale) => {
+                    let per = ctx.reshape(self.weight(scale), &[1, e.n_expert, 1]);
+                    let per = ctx.repeat(per, [1, e.n_expert, b, 1]);
+                    ctx.mul(out, ctx.get_rows(per, selected))
+                }
+            };
+            self.name(out, name, l)
+        };
+        let cur = ctx.reshape(cur, &[n_embd, 1, b]);
+        let (gate, up) = match ew.gate_up {
+            ExpertGateUp::Fused(s) => {
+                let gate_up = apply(s, cur, "ffn_moe_gate_up");
+                let ([n2, used, ..], [elem, nb1, nb2, _]) = (gate_up.shape(), gate_up.strides());
+                let half = |at: usize| ctx.view(gate_up, &[n2 / 2, used, b], &[nb1, nb2], at);
+                (half(0), half(n2 / 2 * elem))
+            }
+            ExpertGateUp::Separate { gate, up } => {
+                let up = apply(up, cur, "ffn_moe_up");
+                (apply(gate, cur, "ffn_moe_gate"), up)
+            }
+        };
+        let act = self.name(ctx.geglu(gate, up), "ffn_moe_geglu", l);
+        let out = apply(ew.down, act, "ffn_moe_down");
+        let out = self.name(ctx.mul(out, weights), "ffn_moe_weighted", l);
+        graph.expand(out);
+
+        // The sum over the chosen experts, one view each.
+        let [_, nb1, nb2, _] = out.strides();
+        let slot = |i: usize| ctx.view(out, &[n_embd, b], &[nb2], i * nb1);
+        let mut sum = slot(0);
+        for i in 1..e.n_used {
+            sum = ctx.add(sum, slot(i));
+        }
+        if e.n_used == 1 {
+            sum = ctx.cont(sum);
+        }
+        self.name(sum, "ffn_moe_out", l)
     }
 
     /// Stores this batch's keys and values in layer `il`'s cache (unless the layer reads an

@@ -103,6 +103,7 @@ impl CacheLayout {
         let mut layout = Self::of_kinds(&c.dims, &c.layer_kinds, c.sliding_window, size, swa_full);
         for (il, l) in layout.layers.iter_mut().enumerate() {
             (l.head_dim_k, l.head_dim_v) = c.head_dims(l.kind);
+            l.n_head_kv = c.n_head_kv(l.kind);
             l.source = c.kv_source(il).unwrap_or(il);
         }
         layout

@@ -3,6 +3,39 @@
 
 use super::config::Dims;
 use super::kv_cache::{CacheLayout, CacheParams};
+use crate::gguf::Gguf;
+
+/// A weight table read a row per token (Gemma 4's per-layer embeddings, the largest tensor of
+/// E2B/E4B): it stays in the map, and only the pages under the rows of the tokens a session
+/// sees are ever read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowTable {
+    pub bytes: u64,
+    pub row_bytes: u64,
+    pub rows: u64,
+}
+
+impl RowTable {
+    pub const TENSOR: &'static str = "per_layer_token_embd.weight";
+
+    pub fn of(g: &Gguf) -> Option<RowTable> {
+        let t = g.tensor(Self::TENSOR)?;
+        let rows = t.dims.get(1).copied().unwrap_or(1).max(1);
+        Some(RowTable {
+            bytes: t.n_bytes,
+            row_bytes: t.n_bytes / rows,
+            rows,
+        })
+    }
+
+    /// The most of it that `tokens` tokens page in: a row each, rounded out to whole 4 KiB
+    /// pages (a row may straddle one more).
+    pub fn touched(&self, tokens: u64) -> u64 {
+        const PAGE: u64 = 4096;
+        let per_row = (self.row_bytes.div_ceil(PAGE) + 1) * PAGE;
+        (tokens.min(self.rows) * per_row).min(self.bytes)
+    }
+}
 
 /// An estimate of the compute buffers for a batch of `n_batch` tokens: the activations that
 /// are alive at once inside one block (residual, normed input, Q/K/V, attention output, the
@@ -22,8 +55,12 @@ pub struct MemoryPlan {
     pub context: usize,
     pub batch: usize,
     pub cache: CacheParams,
-    /// Weight bytes, mapped from the file (not copied).
+    /// Weight bytes that will be resident: the file's tensors (mapped, not copied), but of a
+    /// [`RowTable`] only the rows a full context can touch.
     pub weights_bytes: u64,
+    /// Every weight byte the map holds.
+    pub mapped_bytes: u64,
+    pub row_table: Option<RowTable>,
     pub kv_cache_bytes: u64,
     pub compute_bytes: u64,
     pub total_bytes: u64,
@@ -36,10 +73,15 @@ impl MemoryPlan {
     pub fn new(
         dims: &Dims,
         layout: &CacheLayout,
-        weights_bytes: u64,
+        mapped_bytes: u64,
+        row_table: Option<RowTable>,
         cache: CacheParams,
     ) -> MemoryPlan {
         let (context, batch) = (layout.size.n_ctx, layout.size.n_batch);
+        let weights_bytes = match row_table {
+            Some(t) => mapped_bytes.saturating_sub(t.bytes) + t.touched(context as u64),
+            None => mapped_bytes,
+        };
         let kv_cache_bytes = layout.bytes(&cache);
         let compute_bytes = compute_bytes(dims, batch);
         MemoryPlan {
@@ -47,6 +89,8 @@ impl MemoryPlan {
             batch,
             cache,
             weights_bytes,
+            mapped_bytes,
+            row_table,
             kv_cache_bytes,
             compute_bytes,
             total_bytes: weights_bytes + kv_cache_bytes + compute_bytes,
@@ -134,6 +178,7 @@ mod tests {
             n_ff: 2048,
             n_head: 4,
             n_head_kv: 1,
+            n_head_kv_swa: 1,
             head_dim_k: 256,
             head_dim_v: 256,
             head_dim_k_swa: 256,
@@ -199,7 +244,7 @@ mod tests {
     #[test]
     fn plan_caps_context_and_adds_up() {
         let l = layout(1 << 20, 512, false);
-        let p = MemoryPlan::new(&gemma3_270m(), &l, 1000, CacheParams::default());
+        let p = MemoryPlan::new(&gemma3_270m(), &l, 1000, None, CacheParams::default());
         assert_eq!(p.context, 32_768);
         assert_eq!(p.total_bytes, 1000 + p.kv_cache_bytes + p.compute_bytes);
         assert!(p.refusal().contains("context 32768"), "{}", p.refusal());

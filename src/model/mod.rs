@@ -10,7 +10,7 @@ pub mod weights;
 
 pub use census::{Census, Component};
 pub use config::{Arch, Config, Dims, LayerKind, PerKind, SUPPORTED_ARCHITECTURES};
-pub use memory::MemoryPlan;
+pub use memory::{MemoryPlan, RowTable};
 
 use crate::gguf::{Gguf, GgufError, OpenOptions};
 use crate::tokenizer::{Tokenizer, TokenizerError};

@@ -39,29 +39,69 @@ fn slower_repacked(ty: Type) -> bool {
 /// One block's weights. Optional ones exist only in some Gemma versions.
 pub struct LayerWeights {
     pub attn_norm: TensorId,
-    pub wq: TensorId,
-    /// The key and value projections, absent in layers that share an earlier one's cache.
-    pub kv: Option<KvWeights>,
+    pub qkv: Qkv,
     pub wo: TensorId,
     pub q_norm: Option<TensorId>,
+    /// Gemma 3/4's key norm, in layers with a cache of their own.
+    pub k_norm: Option<TensorId>,
     pub post_attn_norm: Option<TensorId>,
     pub ffn_norm: TensorId,
     pub ffn_gate: TensorId,
     pub ffn_up: TensorId,
     pub ffn_down: TensorId,
     pub post_ffn_norm: Option<TensorId>,
+    /// Gemma 4's experts beside the dense MLP (26B-A4B).
+    pub experts: Option<ExpertWeights>,
     /// Gemma 4's per-layer embedding block.
     pub ple: Option<PleLayerWeights>,
     /// Gemma 4's scalar the layer's output is multiplied by (`layer_output_scale`).
     pub out_scale: Option<TensorId>,
 }
 
-/// A layer's key and value projections.
-pub struct KvWeights {
-    pub wk: TensorId,
-    /// `None` in Gemma 4 layers whose values are their keys (no `attn_v`).
-    pub wv: Option<TensorId>,
-    pub k_norm: Option<TensorId>,
+/// A layer's query, key and value projections.
+pub enum Qkv {
+    /// `attn_q`, and in a layer with a cache of its own `attn_k` and `attn_v` (`None` in Gemma
+    /// 4 layers whose values are their keys).
+    Separate {
+        wq: TensorId,
+        wk: Option<TensorId>,
+        wv: Option<TensorId>,
+    },
+    /// `attn_qkv`: one matrix whose output rows are the queries, the keys, then the values.
+    Fused(TensorId),
+}
+
+/// A layer's mixture of experts: the router (on the residual stream, scaled per channel), the
+/// norms around the experts and around the dense MLP beside them, and the expert matrices
+/// (n_embd × n_ff × n_expert), each optionally scaled per expert.
+pub struct ExpertWeights {
+    pub router: TensorId,
+    pub router_scale: TensorId,
+    /// `pre_ffw_norm_2`: the experts' input norm (the dense MLP keeps `ffn_norm`).
+    pub pre_norm: TensorId,
+    /// `post_ffw_norm_1`: the dense MLP's output norm.
+    pub post_norm_mlp: TensorId,
+    /// `post_ffw_norm_2`: the experts' output norm.
+    pub post_norm: TensorId,
+    pub gate_up: ExpertGateUp,
+    pub down: Scaled,
+}
+
+/// The experts' gate and up projections.
+pub enum ExpertGateUp {
+    /// `ffn_gate_up_exps`: gate rows then up rows in one matrix per expert.
+    Fused(Scaled),
+    Separate {
+        gate: Scaled,
+        up: Scaled,
+    },
+}
+
+/// Expert matrices and their optional per-expert scale (`.scale`, n_expert values).
+#[derive(Clone, Copy)]
+pub struct Scaled {
+    pub w: TensorId,
+    pub scale: Option<TensorId>,
 }
 
 /// A layer's part of the per-layer embeddings: the gate from the hidden state, the projection
@@ -167,7 +207,7 @@ impl<'m> Weights<'m> {
             .then(|| -> Result<PleWeights> {
                 Ok(PleWeights {
                     token_embd: bind(
-                        "per_layer_token_embd.weight",
+                        super::memory::RowTable::TENSOR,
                         &[p * n_layer, c.dims.n_vocab as u64],
                     )?,
                     model_proj: bind("per_layer_model_proj.weight", &[e, p * n_layer])?,
@@ -190,30 +230,71 @@ impl<'m> Weights<'m> {
             let present = |t: &str| g.tensor(&n(t)).is_some();
             let (dk, dv) = c.head_dims(c.kind(il));
             let (dk, dv) = (dk as u64, dv as u64);
-            let (h, h_kv) = (c.dims.n_head as u64, c.dims.n_head_kv as u64);
+            let (h, h_kv) = (c.dims.n_head as u64, c.n_head_kv(c.kind(il)) as u64);
             let f = c.n_ff(il) as u64;
-            let kv = (il < c.n_layer_kv)
-                .then(|| -> Result<KvWeights> {
-                    Ok(KvWeights {
-                        wk: bind(&n("attn_k"), &[e, h_kv * dk])?,
-                        // Gemma 4 uses the keys as values where a layer has no attn_v.
-                        wv: opt(!gemma4 || present("attn_v"), &n("attn_v"), &[e, h_kv * dv])?,
-                        k_norm: opt(c.qk_norm, &n("attn_k_norm"), &[dk])?,
+            let own_kv = il < c.n_layer_kv;
+            let qkv = if gemma4 && present("attn_qkv") {
+                Qkv::Fused(bind(&n("attn_qkv"), &[e, h * dk + h_kv * (dk + dv)])?)
+            } else {
+                Qkv::Separate {
+                    wq: bind(&n("attn_q"), &[e, h * dk])?,
+                    wk: opt(own_kv, &n("attn_k"), &[e, h_kv * dk])?,
+                    // Gemma 4 uses the keys as values where a layer has no attn_v.
+                    wv: opt(
+                        own_kv && (!gemma4 || present("attn_v")),
+                        &n("attn_v"),
+                        &[e, h_kv * dv],
+                    )?,
+                }
+            };
+            let experts = c
+                .experts
+                .as_ref()
+                .filter(|_| c.has_experts(il))
+                .map(|x| -> Result<ExpertWeights> {
+                    let (ne, fx) = (x.n_expert as u64, x.n_ff as u64);
+                    let scaled = |t: &str, dims: &[u64]| -> Result<Scaled> {
+                        let scale = format!("blk.{il}.{t}.scale");
+                        Ok(Scaled {
+                            w: bind(&n(t), dims)?,
+                            scale: opt(g.tensor(&scale).is_some(), &scale, &[ne])?,
+                        })
+                    };
+                    let gate_up = if present("ffn_gate_up_exps") {
+                        ExpertGateUp::Fused(
+                            bind(&n("ffn_gate_up_exps"), &[e, 2 * fx, ne])
+                                .map(|w| Scaled { w, scale: None })?,
+                        )
+                    } else {
+                        ExpertGateUp::Separate {
+                            gate: scaled("ffn_gate_exps", &[e, fx, ne])?,
+                            up: scaled("ffn_up_exps", &[e, fx, ne])?,
+                        }
+                    };
+                    Ok(ExpertWeights {
+                        router: bind(&n("ffn_gate_inp"), &[e, ne])?,
+                        router_scale: bind(&format!("blk.{il}.ffn_gate_inp.scale"), &[e])?,
+                        pre_norm: bind(&n("pre_ffw_norm_2"), &[e])?,
+                        post_norm_mlp: bind(&n("post_ffw_norm_1"), &[e])?,
+                        post_norm: bind(&n("post_ffw_norm_2"), &[e])?,
+                        gate_up,
+                        down: scaled("ffn_down_exps", &[fx, e, ne])?,
                     })
                 })
                 .transpose()?;
             layers.push(LayerWeights {
                 attn_norm: bind(&n("attn_norm"), &[e])?,
-                wq: bind(&n("attn_q"), &[e, h * dk])?,
-                kv,
+                qkv,
                 wo: bind(&n("attn_output"), &[h * dv, e])?,
                 q_norm: opt(c.qk_norm, &n("attn_q_norm"), &[dk])?,
+                k_norm: opt(c.qk_norm && own_kv, &n("attn_k_norm"), &[dk])?,
                 post_attn_norm: opt(c.post_norms, &n("post_attention_norm"), &[e])?,
                 ffn_norm: bind(&n("ffn_norm"), &[e])?,
                 ffn_gate: bind(&n("ffn_gate"), &[e, f])?,
                 ffn_up: bind(&n("ffn_up"), &[e, f])?,
                 ffn_down: bind(&n("ffn_down"), &[f, e])?,
                 post_ffn_norm: opt(c.post_norms, &n("post_ffw_norm"), &[e])?,
+                experts,
                 ple: (p > 0)
                     .then(|| -> Result<PleLayerWeights> {
                         Ok(PleLayerWeights {
@@ -250,11 +331,14 @@ impl<'m> Weights<'m> {
             .layers
             .iter()
             .flat_map(|l| {
-                let kv = l.kv.as_ref();
-                [l.wq, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down]
+                let qkv = match l.qkv {
+                    Qkv::Separate { wq, wk, wv } => [Some(wq), wk, wv],
+                    Qkv::Fused(w) => [Some(w), None, None],
+                };
+                // Expert matrices stay in the map: a token reads only its experts' pages.
+                [l.wo, l.ffn_gate, l.ffn_up, l.ffn_down]
                     .into_iter()
-                    .chain(kv.map(|kv| kv.wk))
-                    .chain(kv.and_then(|kv| kv.wv))
+                    .chain(qkv.into_iter().flatten())
             })
             .collect();
         let matrices = match repack {

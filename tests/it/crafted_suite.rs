@@ -517,6 +517,85 @@ fn model_cases(dir: &Path) -> Vec<Case> {
             &["tokenizer.ggml.bos_token_id"],
         ),
     ];
+    // Gemma 4's experts and per-kind head counts, on the tiny MoE model.
+    let moe = |name: &str, drop: &[&str], set: &[(&str, Value<'static>)]| {
+        rewrite_from("tiny-gemma4-moe-f32", dir, &slug(name), drop, set, same)
+    };
+    let no_tensor = |name: &str, tensor: &'static str| {
+        rewrite_from("tiny-gemma4-moe-f32", dir, &slug(name), &[], &[], |t, b| {
+            (t.name != tensor).then(|| same(t, b)).flatten()
+        })
+    };
+    cases.extend([
+        case(
+            "experts: no expert_count",
+            moe("moe no count", &["gemma4.expert_count"], &[]),
+            g,
+            &["gemma4.expert_count"],
+        ),
+        case(
+            "experts: expert_count 0",
+            moe(
+                "moe count 0",
+                &[],
+                &[("gemma4.expert_count", Value::U32(0))],
+            ),
+            g,
+            &["gemma4.expert_count"],
+        ),
+        case(
+            "experts: 5 of 4 used",
+            moe(
+                "moe used 5",
+                &[],
+                &[("gemma4.expert_used_count", Value::U32(5))],
+            ),
+            g,
+            &["gemma4.expert_used_count"],
+        ),
+        case(
+            "experts: expert_count 2^32-1",
+            moe(
+                "moe count max",
+                &[],
+                &[("gemma4.expert_count", Value::U32(u32::MAX))],
+            ),
+            g,
+            &["gemma4.expert_count"],
+        ),
+        case(
+            "experts: count disagrees with the router",
+            moe(
+                "moe count 8",
+                &[],
+                &[("gemma4.expert_count", Value::U32(8))],
+            ),
+            g,
+            &["blk.0.ffn_gate_up_exps.weight", "[64, 64, 8]"],
+        ),
+        case(
+            "experts: no ffn_down_exps",
+            no_tensor("moe no down", "blk.1.ffn_down_exps.weight"),
+            g,
+            &["blk.1.ffn_down_exps.weight"],
+        ),
+        case(
+            "head_count_kv differs within a kind",
+            moe(
+                "kv heads mixed",
+                &[],
+                &[(
+                    "gemma4.attention.head_count_kv",
+                    Value::array(
+                        gemlet::gguf::ValueType::U32,
+                        [2, 1, 1, 1].map(Value::U32).to_vec(),
+                    ),
+                )],
+            ),
+            g,
+            &["gemma4.attention.head_count_kv"],
+        ),
+    ]);
     for (tensor, ty) in [
         ("output_norm.weight", Type::F16),
         ("output_norm.weight", Type::I32),

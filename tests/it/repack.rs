@@ -159,7 +159,7 @@ fn auto_leaves_k_quants_in_the_map() {
         .filter(|p| p.to_str().unwrap().ends_with("q4_k_m.gguf"))
         .collect();
     paths.sort();
-    assert_eq!(paths.len(), 4);
+    assert_eq!(paths.len(), 5);
     paths.push(common::real_model());
     for path in paths {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
