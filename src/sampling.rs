@@ -3,6 +3,27 @@
 
 use crate::tokenizer::TokenId;
 
+/// The `k` highest of `logits` with their ids, best first (ties: the lower id first), as
+/// `generate --n-probs` reports them. O(n) selection, then a sort of the `k`.
+pub fn top_logits(logits: &[f32], k: usize) -> Vec<(TokenId, f32)> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let order = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    let mut ids: Vec<TokenId> = (0..logits.len() as TokenId).collect();
+    ids.select_nth_unstable_by(k - 1, order);
+    ids.truncate(k);
+    ids.sort_unstable_by(order);
+    ids.into_iter()
+        .map(|id| (id, logits[id as usize]))
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplerParams {
     pub temp: f32,
@@ -361,6 +382,25 @@ fn softmax(c: &mut [(TokenId, f32)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_logits_are_the_best_first_ties_by_id() {
+        let logits = [0.5, 3.0, -1.0, 3.0, 2.0, f32::NEG_INFINITY];
+        assert_eq!(top_logits(&logits, 3), vec![(1, 3.0), (3, 3.0), (4, 2.0)]);
+        assert_eq!(top_logits(&logits, 99).len(), 6);
+        assert!(top_logits(&logits, 0).is_empty());
+        // Against a full sort.
+        let many: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1013) as f32 * 0.01)
+            .collect();
+        let mut all: Vec<(u32, f32)> = many
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (i as u32, x))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(top_logits(&many, 40), all[..40].to_vec());
+    }
 
     fn params(f: impl FnOnce(&mut SamplerParams)) -> SamplerParams {
         // Filters off unless a test turns one on.

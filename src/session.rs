@@ -393,11 +393,24 @@ impl<'m> Session<'m> {
         &mut self,
         sampler: &mut Sampler,
         n_predict: usize,
+        on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        self.generate_with_top(sampler, n_predict, 0, on_text)
+    }
+
+    /// [`Session::generate`], recording for every generated token the `n_probs` highest raw
+    /// logits it was sampled from (`generate --n-probs`, the server's logprobs).
+    pub fn generate_with_top(
+        &mut self,
+        sampler: &mut Sampler,
+        n_predict: usize,
+        n_probs: usize,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation> {
         let tok = self.model.tokenizer();
         let mut stream = tok.stream(true);
         let mut ids = Vec::new();
+        let mut top = Vec::new();
         if self.logits.is_empty() {
             return Err(SessionError::Empty);
         }
@@ -411,6 +424,9 @@ impl<'m> Session<'m> {
                 break;
             }
             ids.push(id);
+            if n_probs > 0 {
+                top.push(crate::sampling::top_logits(last, n_probs));
+            }
             let text = stream.push(id)?;
             if !on_text(&text) {
                 stop = Stop::Interrupted;
@@ -429,16 +445,22 @@ impl<'m> Session<'m> {
         if !rest.is_empty() {
             on_text(&rest);
         }
-        Ok(Generation { ids, stop })
+        Ok(Generation {
+            ids,
+            stop,
+            top_logits: top,
+        })
     }
 }
 
 /// What [`Session::generate`] produced and why it stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     /// The generated ids (an end-of-generation token is not included).
     pub ids: Vec<TokenId>,
     pub stop: Stop,
+    /// Per generated token, the highest raw logits (id, logit), best first, when asked for.
+    pub top_logits: Vec<Vec<(TokenId, f32)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -226,6 +226,7 @@ impl<'m> Chat<'m> {
             Err(SessionError::Stopped) => Ok(crate::session::Generation {
                 ids: Vec::new(),
                 stop: Stop::Interrupted,
+                top_logits: Vec::new(),
             }),
             Err(e) => Err(e),
         };

@@ -29,6 +29,11 @@ pub struct GenerateArgs {
     /// Print one JSON object: prompt ids, generated ids, text and timings.
     #[arg(long)]
     pub json: bool,
+    /// With --json: for every generated token, its K highest raw logits as "top_logits"
+    /// ([[id, logit], ...] per token, best first).
+    #[arg(long = "n-probs", default_value_t = 0, requires = "json",
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub n_probs: u16,
     /// Do not stop at end-of-generation tokens.
     #[arg(long = "ignore-eos")]
     pub ignore_eos: bool,
@@ -55,14 +60,15 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let mut out = (!args.json).then(super::Stdout::new);
     // Time to first token: from the prompt's evaluation to the first sampled token.
     let mut ttft_ms = None;
-    let ids = session
-        .generate(&mut sampler, n_predict(args.n_predict), |piece| {
+    let n_probs = usize::from(args.n_probs);
+    let generation =
+        session.generate_with_top(&mut sampler, n_predict(args.n_predict), n_probs, |piece| {
             ttft_ms.get_or_insert_with(|| t_prompt.elapsed().as_secs_f64() * 1e3);
             text.push_str(piece);
             // Output that cannot be written ends generation.
             out.as_mut().is_none_or(|o| o.write(piece))
-        })?
-        .ids;
+        })?;
+    let ids = generation.ids;
     if let Some(out) = out {
         out.finish()?;
     }
@@ -78,7 +84,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let (n_repacked, repacked_bytes) = session.repacked();
     let huge_pages = session.model().gguf().huge_pages();
     if args.json {
-        let j = json!({
+        let mut j = json!({
             "prompt_ids": prompt_ids,
             "ids": ids,
             "text": text,
@@ -101,6 +107,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
                 "refaulted": h.refaulted,
             })),
         });
+        if n_probs > 0 {
+            j["top_logits"] = json!(generation.top_logits);
+        }
         super::print(&format!("{j}\n"))?;
     } else {
         let repacked = if n_repacked > 0 {

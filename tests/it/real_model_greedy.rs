@@ -371,3 +371,67 @@ fn q4_k_m_repacked_matches_llama_cpp() {
         Repack::All,
     );
 }
+
+/// `generate --json --n-probs 10`, run as a user runs it, against llama.cpp on this CPU with
+/// the same kernels: every generated token's ten best raw logits, ids and values, equal to
+/// llama.cpp's (0.01, float rounding, as above) while the two follow the same tokens, on the
+/// steps the reference records (the first five of each of the 14 prompts).
+#[test]
+fn generate_n_probs_reports_llama_cpp_s_top_logits() {
+    let model = common::requantized_model("gemma-3-270m-q4_0.gguf");
+    let reference = common::same_cpu_reference(false);
+    let mut compared = 0;
+    let cases = cases_at(&reference);
+    for c in &cases {
+        let m = model.to_str().unwrap();
+        let (stdout, stderr, ok) = common::run_gemlet(
+            &[
+                "generate",
+                "-m",
+                m,
+                "--no-repack",
+                "-t",
+                "1",
+                "--temp",
+                "0",
+                "--json",
+                "--n-probs",
+                "10",
+                "-n",
+                "8",
+                "-p",
+                &c.prompt,
+            ],
+            None,
+        );
+        assert!(ok, "{stderr}");
+        let j: Json = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(common::json_ids(&j["prompt_ids"]), c.prompt_ids, "{}", c.id);
+        let ids = common::json_ids(&j["ids"]);
+        let top = j["top_logits"].as_array().unwrap();
+        assert_eq!(
+            top.len(),
+            ids.len(),
+            "{}: one list per generated token",
+            c.id
+        );
+        for (k, (id, got)) in ids.iter().zip(top).enumerate() {
+            let got = got.as_array().unwrap();
+            assert_eq!(got.len(), 10);
+            // Greedy: the token generated is the best of its list.
+            assert_eq!(got[0][0].as_u64(), Some(*id as u64), "{}: step {k}", c.id);
+            if c.greedy_ids.get(..k) != ids.get(..k) || k >= c.top_logits.len() {
+                break;
+            }
+            let want = c.top_logits[k]["top"].as_array().unwrap();
+            for (g, w) in got.iter().zip(want) {
+                // Ids may swap where two logits tie to rounding; values must not move.
+                let (gv, wv) = (g[1].as_f64().unwrap(), w[1].as_f64().unwrap());
+                assert!((gv - wv).abs() <= 0.01, "{}: step {k}: {g} vs {w}", c.id);
+            }
+            compared += 1;
+        }
+    }
+    // The reference records the first five steps of each case.
+    assert!(compared >= 5 * cases.len(), "compared {compared} steps");
+}
