@@ -341,3 +341,74 @@ fn inspect_errors_are_clear() {
     assert!(!ok && text.contains("nope.gguf"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `inspect` on the tiny Gemma 4 models: parameter counts equal llama.cpp's
+/// (`llama_model_n_params`, in each fixture), and what Gemma 4 adds is explained: the per-layer
+/// table (kept in the map: the memory plan counts only the rows a context touches), the layers
+/// that read another's cache (and own none of it), experts, per-kind head counts.
+#[test]
+fn inspect_explains_gemma4() {
+    for name in ["tiny-gemma4-f32", "tiny-gemma4-moe-q8_0"] {
+        let path = common::fixture(&format!("tiny/{name}.gguf"));
+        let reference: Json = serde_json::from_str(
+            &std::fs::read_to_string(path.with_extension("logits.json")).unwrap(),
+        )
+        .unwrap();
+        let j = inspect_json(&path);
+        assert_eq!(j["parameter_count"], reference["n_params"], "{name}");
+        let h = &j["hyperparameters"];
+        let (text, ok) = inspect(&[path.to_str().unwrap()]);
+        assert!(ok, "{text}");
+        if name == "tiny-gemma4-f32" {
+            assert_eq!(h["embedding_length_per_layer"], 32);
+            assert_eq!(h["head_dim_k_local"], 16);
+            assert_eq!(
+                h["ffn_sizes"],
+                serde_json::json!([128, 128, 128, 128, 256, 256])
+            );
+            assert_eq!(
+                h["shared_kv_layers"],
+                serde_json::json!([{"layer": 4, "cache_of": 2}, {"layer": 5, "cache_of": 3}])
+            );
+            // Layers 0-3 own a cache (4 and 5 read 2's and 3's): 3 local ones, whose ring
+            // (window 8 + batch 128) is capped at the context's 128 slots, and 1 global one;
+            // F16 K and V, one KV head of 16 (local) or 32 (global).
+            let want = 3 * 128 * (16 + 16) * 2 + 128 * (32 + 32) * 2;
+            assert_eq!(j["memory"]["kv_cache_bytes"], want as u64);
+            // 16 tokens of context touch at most 16 of the 512 rows, each rounded out to the
+            // pages under it (2 of 4 KiB for a row of 768 bytes).
+            let (small, ok) = inspect(&["--json", "-c", "16", path.to_str().unwrap()]);
+            assert!(ok, "{small}");
+            let m = &serde_json::from_str::<Json>(&small).unwrap()["memory"];
+            let t = &m["row_table"];
+            assert_eq!(t["tensor"], "per_layer_token_embd.weight");
+            assert_eq!(t["bytes"], 512 * 192 * 4);
+            assert_eq!(t["resident_bytes"], 16 * 2 * 4096);
+            assert_eq!(
+                m["weights_bytes"].as_u64().unwrap(),
+                m["mapped_bytes"].as_u64().unwrap() - 512 * 192 * 4 + 16 * 2 * 4096
+            );
+            for needle in [
+                "per-layer embd     32 per layer",
+                "shared KV          layers 4-5 have no cache of their own",
+                "FFN size           128 (layers 0-3), 256 (layers 4-5)",
+                "per-layer table",
+            ] {
+                assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+            }
+        } else {
+            assert_eq!(
+                h["experts"],
+                serde_json::json!({"count": 4, "used": 2, "ffn_size": 32, "layers": [0, 1, 2, 3]})
+            );
+            assert_eq!(h["head_count_kv"], 1);
+            assert_eq!(h["head_count_kv_local"], 2);
+            for needle in [
+                "experts            4 experts of FFN size 32, 2 per token",
+                "heads / KV heads   4 / 1 (global), 2 (local)",
+            ] {
+                assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+            }
+        }
+    }
+}
