@@ -156,7 +156,14 @@ impl<'m> Session<'m> {
         let layout = CacheLayout::new(c, size, params.cache.swa_full);
         let weight_bytes = Census::of(model.gguf()).weight_bytes;
         let row_table = RowTable::of(model.gguf());
-        let plan = MemoryPlan::new(&c.dims, &layout, weight_bytes, row_table, params.cache);
+        let plan = MemoryPlan::new(
+            &c.dims,
+            &layout,
+            weight_bytes,
+            row_table,
+            c.experts.as_ref(),
+            params.cache,
+        );
         if !plan.fits() && !params.force {
             return Err(SessionError::WontFit(plan.refusal()));
         }

@@ -139,15 +139,8 @@ pub struct ModelArgs {
     /// Start even if the memory plan says it will not fit in available memory.
     #[arg(long)]
     pub force: bool,
-    /// Repack every weight matrix ggml has interleaved kernels for on this CPU (Q4_0, Q4_K,
-    /// IQ4_NL on AVX2; more with NEON dotprod/i8mm) in place, as llama.cpp does. By default
-    /// only types whose repacked kernels are faster for single tokens too are (Q4_0, IQ4_NL);
-    /// K-quants get a repacked copy for prompts while generation reads the map.
-    #[arg(long = "repack", overrides_with = "no_repack")]
-    pub repack: bool,
-    /// Use every weight from the map as it is: no repacking, no copy; also -nr.
-    #[arg(long = "no-repack", overrides_with = "repack")]
-    pub no_repack: bool,
+    #[command(flatten)]
+    pub repack: RepackArgs,
     /// Skip the one-token warm-up at load (it makes the first prompt faster).
     #[arg(long = "no-warmup")]
     pub no_warmup: bool,
@@ -159,13 +152,7 @@ impl ModelArgs {
             n_ctx: self.ctx_size,
             cache: self.cache.params(),
             force: self.force,
-            repack: if self.repack {
-                Repack::All
-            } else if self.no_repack {
-                Repack::Off
-            } else {
-                Repack::Auto
-            },
+            repack: self.repack.mode(),
             warmup: !self.no_warmup,
             ..self.run.session_params()
         }
@@ -175,6 +162,32 @@ impl ModelArgs {
         OpenOptions {
             mmap: !self.no_mmap,
             mlock: self.mlock,
+        }
+    }
+}
+
+/// llama.cpp's weight-repacking flags (generate, chat, perplexity, ...).
+#[derive(clap::Args, Clone)]
+pub struct RepackArgs {
+    /// Repack every weight matrix ggml has interleaved kernels for on this CPU (Q4_0, Q4_K,
+    /// IQ4_NL on AVX2; more with NEON dotprod/i8mm) in place, as llama.cpp does. By default
+    /// only types whose repacked kernels are faster for single tokens too are (Q4_0, IQ4_NL);
+    /// K-quants get a repacked copy for prompts while generation reads the map.
+    #[arg(long = "repack", overrides_with = "no_repack")]
+    pub repack: bool,
+    /// Use every weight from the map as it is: no repacking, no copy; also -nr.
+    #[arg(long = "no-repack", overrides_with = "repack")]
+    pub no_repack: bool,
+}
+
+impl RepackArgs {
+    pub fn mode(&self) -> Repack {
+        if self.repack {
+            Repack::All
+        } else if self.no_repack {
+            Repack::Off
+        } else {
+            Repack::Auto
         }
     }
 }

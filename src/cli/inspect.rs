@@ -56,7 +56,15 @@ impl<'g> Report<'g> {
                 Err(_) => CacheLayout::all_global(d, size),
             };
             let cache = args.cache.params();
-            MemoryPlan::new(d, &layout, census.weight_bytes, RowTable::of(g), cache)
+            let experts = config.as_ref().ok().and_then(|c| c.experts.as_ref());
+            MemoryPlan::new(
+                d,
+                &layout,
+                census.weight_bytes,
+                RowTable::of(g),
+                experts,
+                cache,
+            )
         });
         Report {
             g,

@@ -1,6 +1,6 @@
 //! `gemlet perplexity`: llama-perplexity's measure of a model on a text.
 
-use super::args::RunArgs;
+use super::args::{RepackArgs, RunArgs};
 use super::CliError;
 use crate::model::Model;
 use crate::perplexity::perplexity;
@@ -23,6 +23,8 @@ pub struct PerplexityArgs {
     /// Score at most this many chunks (default: all).
     #[arg(long = "chunks")]
     pub chunks: Option<usize>,
+    #[command(flatten)]
+    pub repack: RepackArgs,
 }
 
 pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
@@ -34,6 +36,7 @@ pub fn run(args: &PerplexityArgs) -> Result<(), CliError> {
         &model,
         SessionParams {
             n_ctx: args.ctx_size,
+            repack: args.repack.mode(),
             ..args.run.session_params()
         },
     )?;

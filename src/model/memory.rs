@@ -1,7 +1,7 @@
 //! The memory plan: what the weights, the KV cache and the compute buffers will take, next to
 //! what the machine has available.
 
-use super::config::Dims;
+use super::config::{Dims, Experts};
 use super::kv_cache::{CacheLayout, CacheParams};
 use crate::gguf::Gguf;
 
@@ -41,11 +41,14 @@ impl RowTable {
 /// are alive at once inside one block (residual, normed input, Q/K/V, attention output, the
 /// three FFN intermediates) in f32, plus one row of logits. Buffers are reused from block to
 /// block, so this does not grow with depth; flash attention keeps the scores per thread.
-fn compute_bytes(d: &Dims, n_batch: usize) -> u64 {
+fn compute_bytes(d: &Dims, experts: Option<&Experts>, n_batch: usize) -> u64 {
     let q = d.n_head * d.head_dim_k;
     let kv = d.n_head_kv * (d.head_dim_k + d.head_dim_v);
     let attn_out = d.n_head * d.head_dim_v;
-    let per_token = 3 * d.n_embd + q + kv + attn_out + 3 * d.n_ff;
+    // With experts: the router's scores, and per chosen expert its gate/up/GeGLU rows and its
+    // output row.
+    let moe = experts.map_or(0, |e| e.n_expert + e.n_used * (3 * e.n_ff + d.n_embd));
+    let per_token = 3 * d.n_embd + q + kv + attn_out + 3 * d.n_ff + moe;
     (4 * n_batch * per_token + 4 * d.n_vocab) as u64
 }
 
@@ -75,6 +78,7 @@ impl MemoryPlan {
         layout: &CacheLayout,
         mapped_bytes: u64,
         row_table: Option<RowTable>,
+        experts: Option<&Experts>,
         cache: CacheParams,
     ) -> MemoryPlan {
         let (context, batch) = (layout.size.n_ctx, layout.size.n_batch);
@@ -83,7 +87,7 @@ impl MemoryPlan {
             None => mapped_bytes,
         };
         let kv_cache_bytes = layout.bytes(&cache);
-        let compute_bytes = compute_bytes(dims, batch);
+        let compute_bytes = compute_bytes(dims, experts, batch);
         MemoryPlan {
             context,
             batch,
@@ -244,7 +248,7 @@ mod tests {
     #[test]
     fn plan_caps_context_and_adds_up() {
         let l = layout(1 << 20, 512, false);
-        let p = MemoryPlan::new(&gemma3_270m(), &l, 1000, None, CacheParams::default());
+        let p = MemoryPlan::new(&gemma3_270m(), &l, 1000, None, None, CacheParams::default());
         assert_eq!(p.context, 32_768);
         assert_eq!(p.total_bytes, 1000 + p.kv_cache_bytes + p.compute_bytes);
         assert!(p.refusal().contains("context 32768"), "{}", p.refusal());

@@ -58,3 +58,38 @@ fn perplexity_matches_llama_perplexity() {
         );
     }
 }
+
+/// `gemlet perplexity --no-repack` on the tiny Gemma 4 models (dense and experts) prints the
+/// figure llama-perplexity `-nr` prints on them, run beside it: the same kernels, so the same
+/// number to its last printed digit.
+#[test]
+fn tiny_gemma4_perplexity_equals_llama_perplexity() {
+    let text = common::fixture("text/gpl-3.txt");
+    let text = text.to_str().unwrap();
+    let final_line = |out: &str| {
+        out.lines()
+            .find_map(|l| l.find("Final estimate").map(|i| l[i..].to_string()))
+            .unwrap_or_else(|| panic!("no final estimate in\n{out}"))
+    };
+    for name in ["tiny-gemma4-f16", "tiny-gemma4-moe-q4_0"] {
+        let model = common::fixture(&format!("tiny/{name}.gguf"));
+        let m = model.to_str().unwrap();
+        let args = [
+            "-m", m, "-f", text, "-c", "64", "-b", "64", "-t", "2", "--chunks", "20",
+        ];
+        let (out, err, ok) = common::run_gemlet(
+            &[&["perplexity", "--no-repack"][..], &args[..]].concat(),
+            None,
+        );
+        assert!(ok, "{err}");
+        let llama = std::process::Command::new(common::llama_tool("llama-perplexity"))
+            .args(args)
+            .arg("-nr")
+            .output()
+            .unwrap();
+        assert!(llama.status.success());
+        let theirs = String::from_utf8_lossy(&llama.stderr).to_string()
+            + &String::from_utf8_lossy(&llama.stdout);
+        assert_eq!(final_line(&(out + &err)), final_line(&theirs), "{name}");
+    }
+}
