@@ -65,9 +65,19 @@ fn supported(
         if !(*w).buffer.is_null() || !sys::ggml_is_quantized((*w).type_) {
             return false;
         }
-        let ne = [(*w).ne[0], 512];
-        let x = sys::ggml_new_tensor(scratch.raw(), sys::GGML_TYPE_F32, 2, ne.as_ptr());
-        let op = sys::ggml_mul_mat(scratch.raw(), w, x);
+        // Expert matrices (one per expert along dim 2) are the first operand of mul_mat_id.
+        let op = if (*w).ne[2] > 1 {
+            let used = (*w).ne[2].min(2);
+            let ne = [(*w).ne[0], used, 512];
+            let x = sys::ggml_new_tensor(scratch.raw(), sys::GGML_TYPE_F32, 3, ne.as_ptr());
+            let ne_ids = [used, 512];
+            let ids = sys::ggml_new_tensor(scratch.raw(), sys::GGML_TYPE_I32, 2, ne_ids.as_ptr());
+            sys::ggml_mul_mat_id(scratch.raw(), w, x, ids)
+        } else {
+            let ne = [(*w).ne[0], 512];
+            let x = sys::ggml_new_tensor(scratch.raw(), sys::GGML_TYPE_F32, 2, ne.as_ptr());
+            sys::ggml_mul_mat(scratch.raw(), w, x)
+        };
         (*w).buffer = dummy.0.as_ptr();
         let ok = sys::ggml_backend_dev_supports_op(dev, op);
         (*w).buffer = std::ptr::null_mut();
@@ -90,8 +100,8 @@ impl Query {
         let Some((dev, buft)) = repack_type() else {
             return Ok(None);
         };
-        // Two descriptors a query.
-        let scratch = Context::metadata_only(2 * n.max(1), 0)?;
+        // At most three descriptors a query.
+        let scratch = Context::metadata_only(3 * n.max(1), 0)?;
         // SAFETY: a zero-sized allocation of a static buffer type; null is handled.
         let dummy = unsafe { sys::ggml_backend_buft_alloc_buffer(buft, 0) };
         Ok(NonNull::new(dummy).map(|d| Query {
@@ -120,7 +130,8 @@ impl Context<'_> {
     /// them: `moved_one` is told right after each, so the caller can release those pages
     /// before the next copy (peak memory grows by one matrix, not by all of them).
     ///
-    /// Only for 2-D matrices used as the first operand of `mul_mat` and nothing else: any
+    /// Only for matrices used as the first operand of `mul_mat` (or, 3-D, of `mul_mat_id`) and
+    /// nothing else: any
     /// other op (`get_rows`), or reading the data back, would see the interleaved layout.
     pub fn repack(
         &self,

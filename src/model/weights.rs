@@ -335,7 +335,8 @@ impl<'m> Weights<'m> {
                     Qkv::Separate { wq, wk, wv } => [Some(wq), wk, wv],
                     Qkv::Fused(w) => [Some(w), None, None],
                 };
-                // Expert matrices stay in the map: a token reads only its experts' pages.
+                // Expert matrices stay in the map (but for --repack): a token reads only its
+                // experts' pages.
                 [l.wo, l.ffn_gate, l.ffn_up, l.ffn_down]
                     .into_iter()
                     .chain(qkv.into_iter().flatten())
@@ -345,6 +346,20 @@ impl<'m> Weights<'m> {
             Repack::Off => return Ok(()),
             Repack::All => {
                 matrices.push(self.output);
+                // As llama.cpp: the experts too (by default they stay in the map, where a
+                // token reads only its experts' pages; a repacked copy holds them all).
+                matrices.extend(
+                    self.layers
+                        .iter()
+                        .filter_map(|l| l.experts.as_ref())
+                        .flat_map(|x| {
+                            let gate_up = match x.gate_up {
+                                ExpertGateUp::Fused(s) => [Some(s.w), None],
+                                ExpertGateUp::Separate { gate, up } => [Some(gate.w), Some(up.w)],
+                            };
+                            gate_up.into_iter().flatten().chain([x.down.w])
+                        }),
+                );
                 matrices
             }
             // The head multiplies one row per prompt: it stays as it is.

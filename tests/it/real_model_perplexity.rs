@@ -59,9 +59,10 @@ fn perplexity_matches_llama_perplexity() {
     }
 }
 
-/// `gemlet perplexity --no-repack` on the tiny Gemma 4 models (dense and experts) prints the
-/// figure llama-perplexity `-nr` prints on them, run beside it: the same kernels, so the same
-/// number to its last printed digit.
+/// `gemlet perplexity` on the tiny Gemma 4 models (dense and experts) prints the figure
+/// llama-perplexity prints on them, run beside it, `--no-repack` against `-nr` and `--repack`
+/// against its default (which repacks the experts too): the same kernels, so the same number to
+/// its last printed digit.
 #[test]
 fn tiny_gemma4_perplexity_equals_llama_perplexity() {
     let text = common::fixture("text/gpl-3.txt");
@@ -77,19 +78,24 @@ fn tiny_gemma4_perplexity_equals_llama_perplexity() {
         let args = [
             "-m", m, "-f", text, "-c", "64", "-b", "64", "-t", "2", "--chunks", "20",
         ];
-        let (out, err, ok) = common::run_gemlet(
-            &[&["perplexity", "--no-repack"][..], &args[..]].concat(),
-            None,
-        );
-        assert!(ok, "{err}");
-        let llama = std::process::Command::new(common::llama_tool("llama-perplexity"))
-            .args(args)
-            .arg("-nr")
-            .output()
-            .unwrap();
-        assert!(llama.status.success());
-        let theirs = String::from_utf8_lossy(&llama.stderr).to_string()
-            + &String::from_utf8_lossy(&llama.stdout);
-        assert_eq!(final_line(&(out + &err)), final_line(&theirs), "{name}");
+        // --no-repack against -nr, --repack (experts included) against llama.cpp's default.
+        for (ours, theirs) in [("--no-repack", Some("-nr")), ("--repack", None)] {
+            let (out, err, ok) =
+                common::run_gemlet(&[&["perplexity", ours][..], &args[..]].concat(), None);
+            assert!(ok, "{err}");
+            let llama = std::process::Command::new(common::llama_tool("llama-perplexity"))
+                .args(args)
+                .args(theirs)
+                .output()
+                .unwrap();
+            assert!(llama.status.success());
+            let printed = String::from_utf8_lossy(&llama.stderr).to_string()
+                + &String::from_utf8_lossy(&llama.stdout);
+            assert_eq!(
+                final_line(&(out + &err)),
+                final_line(&printed),
+                "{name} {ours}"
+            );
+        }
     }
 }
