@@ -99,7 +99,7 @@ const EOG_TEXTS: &[&str] = &[
 pub enum TokenizerError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("tokenizer model '{0}' is not supported (gemlet reads SentencePiece vocabularies, model 'llama')")]
+    #[error("tokenizer model '{0}' is not supported (gemlet reads SentencePiece vocabularies, model 'llama', and Gemma 4's BPE, 'gemma4')")]
     Model(String),
     #[error("tokenizer vocabulary: {0}")]
     Vocab(String),
@@ -172,9 +172,13 @@ impl Tokenizer {
     /// Builds the tokenizer from the GGUF's `tokenizer.ggml.*` keys.
     pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
         let model = g.get_str("tokenizer.ggml.model")?;
-        if model != "llama" {
-            return Err(TokenizerError::Model(model.into_owned()));
-        }
+        // Gemma 4's BPE runs on SentencePiece-style text: the same pipeline, merge ranks for
+        // scores.
+        let bpe = match model.as_ref() {
+            "llama" => false,
+            "gemma4" => true,
+            _ => return Err(TokenizerError::Model(model.into_owned())),
+        };
         let tokens = g.get_array("tokenizer.ggml.tokens")?;
         let tokens = tokens.strings().ok_or_else(|| {
             TokenizerError::Vocab("tokenizer.ggml.tokens is not an array of strings".into())
@@ -207,9 +211,10 @@ impl Tokenizer {
         let flag = |key: &str, default: bool| -> Result<bool> {
             Ok(g.opt(key, Gguf::get_bool)?.unwrap_or(default))
         };
-        let add_bos = flag("tokenizer.ggml.add_bos_token", true)?;
+        // llama.cpp: Gemma 4 always starts with BOS, and BPE never adds a space prefix.
+        let add_bos = bpe || flag("tokenizer.ggml.add_bos_token", true)?;
         let add_eos = flag("tokenizer.ggml.add_eos_token", false)?;
-        let add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true)?;
+        let add_space_prefix = !bpe && flag("tokenizer.ggml.add_space_prefix", true)?;
         let bos = opt_id(g, "tokenizer.ggml.bos_token_id", n)?;
         let eos = opt_id(g, "tokenizer.ggml.eos_token_id", n)?;
         let unk = opt_id(g, "tokenizer.ggml.unknown_token_id", n)?;
@@ -226,7 +231,23 @@ impl Tokenizer {
             }
         }
 
-        let hf = build_hf(&tokens, &scores, &types, &eog, unk, add_space_prefix)?;
+        let merges = if bpe {
+            let m = g.get_array("tokenizer.ggml.merges")?;
+            Some(m.strings().ok_or_else(|| {
+                TokenizerError::Vocab("tokenizer.ggml.merges is not an array of strings".into())
+            })?)
+        } else {
+            None
+        };
+        let hf = build_hf(
+            &tokens,
+            &scores,
+            &types,
+            &eog,
+            unk,
+            add_space_prefix,
+            merges.as_deref(),
+        )?;
         let pieces = build_pieces(&tokens, &types);
         let mut t = Tokenizer {
             hf: Mutex::new(hf),
@@ -464,8 +485,12 @@ fn build_hf(
     eog: &[TokenId],
     unk: Option<TokenId>,
     add_space_prefix: bool,
+    merges: Option<&[std::borrow::Cow<'_, str>]>,
 ) -> Result<HfTokenizer> {
     let mut model = SpmModel::new(tokens, scores, unk);
+    if let Some(merges) = merges {
+        model.with_merges(merges.iter().map(|m| m.as_ref()));
+    }
     let mut added = Vec::new();
     for (i, (t, ty)) in tokens.iter().zip(types).enumerate() {
         let special =

@@ -6,6 +6,12 @@
 //! so nothing has to be derived at load: building the model is a hash table over the
 //! vocabulary, and any SentencePiece vocabulary works, also ones whose tokens contain
 //! characters that are not tokens themselves.
+//!
+//! Gemma 4's vocabulary (`tokenizer.ggml.model = "gemma4"`) is BPE over the same SentencePiece
+//! text (llama.cpp's `llm_tokenizer_bpe_session` with the gemma4 pre-tokenizer): the same merge
+//! loop, but the pair merged first is the one of lowest merge rank, the text is split into runs
+//! of newlines and of everything else first, and a run of newlines that is itself a token is
+//! taken whole (llama.cpp's fix, its PR 21343). [`SpmModel::with_merges`] switches to it.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,6 +30,8 @@ pub struct SpmModel {
     /// Other texts that name a token (user-defined tokens stored with "▁" for spaces).
     aliases: HashMap<String, u32>,
     max_len: usize,
+    /// BPE merge ranks by the ids of the two halves (Gemma 4); `None`: SentencePiece scores.
+    ranks: Option<HashMap<(u32, u32), u32>>,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -55,6 +63,7 @@ impl SpmModel {
             byte_tokens: [unk.unwrap_or(0); 256],
             aliases: HashMap::new(),
             max_len: tokens.iter().map(|t| t.as_ref().len()).max().unwrap_or(0),
+            ranks: None,
         };
         let mask = model.table.len() - 1;
         for id in 0..tokens.len() as u32 {
@@ -78,6 +87,24 @@ impl SpmModel {
             }
         }
         model
+    }
+
+    /// BPE with these merges ("left right", the first space after the first byte splits them,
+    /// as llama.cpp reads them), ranked by their order. Merges whose halves are not tokens can
+    /// never apply and are left out; returns how many were kept.
+    pub fn with_merges<'a>(&mut self, merges: impl IntoIterator<Item = &'a str>) -> usize {
+        let mut ranks = HashMap::new();
+        for (rank, m) in merges.into_iter().enumerate() {
+            let split = m.char_indices().skip(1).find(|&(_, c)| c == ' ');
+            let Some((at, _)) = split else { continue };
+            let (a, b) = (&m[..at], &m[at + 1..]);
+            if let (Some(ia), Some(ib)) = (self.lookup(a.as_bytes()), self.lookup(b.as_bytes())) {
+                ranks.entry((ia, ib)).or_insert(rank as u32);
+            }
+        }
+        let n = ranks.len();
+        self.ranks = Some(ranks);
+        n
     }
 
     /// Makes `text` another name of token `id` (for added-token lookup only).
@@ -169,9 +196,21 @@ impl SpmModel {
             }
             let (ls, rs) = (symbols[l as usize], symbols[r as usize]);
             let text = &bytes[ls.start..rs.start + rs.len];
-            if let Some(id) = self.lookup(text) {
+            // SentencePiece: the pair whose text is the best-scored token; BPE: the pair of
+            // lowest rank (ranks stay below 2^24, exact as f32).
+            let score = match &self.ranks {
+                None => self.lookup(text).map(|id| self.scores[id as usize]),
+                Some(ranks) => {
+                    let half = |s: Symbol| self.lookup(&bytes[s.start..s.start + s.len]);
+                    half(ls)
+                        .zip(half(rs))
+                        .and_then(|pair| ranks.get(&pair))
+                        .map(|&rank| -(rank as f32))
+                }
+            };
+            if let Some(score) = score {
                 queue.push(Bigram {
-                    score: self.scores[id as usize],
+                    score,
                     left: l as usize,
                     right: r as usize,
                     size: text.len(),
@@ -218,12 +257,43 @@ impl SpmModel {
     }
 }
 
+impl SpmModel {
+    /// Gemma 4's BPE: runs of newlines and runs of the rest, each merged on its own; a newline
+    /// run that is a token is that token.
+    fn encode_bpe(&self, s: &str) -> Vec<(u32, usize, usize)> {
+        let mut out = Vec::new();
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        while start < bytes.len() {
+            let newline = bytes[start] == b'\n';
+            let len = bytes[start..]
+                .iter()
+                .position(|&b| (b == b'\n') != newline)
+                .unwrap_or(bytes.len() - start);
+            let run = &s[start..start + len];
+            match self.lookup(run.as_bytes()).filter(|_| newline) {
+                Some(id) => out.push((id, start, start + len)),
+                None => out.extend(
+                    self.encode(run)
+                        .into_iter()
+                        .map(|(id, a, b)| (id, a + start, b + start)),
+                ),
+            }
+            start += len;
+        }
+        out
+    }
+}
+
 impl Model for SpmModel {
     type Trainer = WordLevelTrainer;
 
     fn tokenize(&self, sequence: &str) -> HfResult<Vec<Token>> {
-        Ok(self
-            .encode(sequence)
+        let ids = match self.ranks {
+            None => self.encode(sequence),
+            Some(_) => self.encode_bpe(sequence),
+        };
+        Ok(ids
             .into_iter()
             // No text per token: only ids are read from the encoding, and a String each
             // would cost an allocation per token.
@@ -298,5 +368,26 @@ mod tests {
         assert_eq!(ids(&m, "T"), vec![7]);
         assert_eq!(ids(&m, "é"), vec![0, 0]);
         assert!(ids(&m, "").is_empty());
+    }
+
+    fn bpe_ids(m: &SpmModel, s: &str) -> Vec<u32> {
+        m.encode_bpe(s).into_iter().map(|t| t.0).collect()
+    }
+
+    #[test]
+    fn bpe_merges_by_rank_and_takes_newline_runs_whole() {
+        // ids:        0       1    2    3    4     5     6       7
+        let tokens = ["<unk>", "a", "b", "c", "ab", "bc", "\n", "\n\n\n"];
+        // Scores would merge "ab" first; the ranks say "b c".
+        let scores = [0.0, -1.0, -1.0, -1.0, -0.1, -5.0, -1.0, -1.0];
+        let mut m = SpmModel::new(&tokens, &scores, Some(0));
+        assert_eq!(ids(&m, "abc"), vec![4, 3]);
+        // "x y" with a half that is not a token can never apply: left out.
+        assert_eq!(m.with_merges(["b c", "a b", "x y"]), 2);
+        assert_eq!(bpe_ids(&m, "abc"), vec![1, 5]);
+        // A newline run that is a token is taken whole though no merge makes it (llama.cpp's
+        // fix); one that is not is split as any text, and runs never merge across.
+        assert_eq!(bpe_ids(&m, "a\n\n\nb"), vec![1, 7, 2]);
+        assert_eq!(bpe_ids(&m, "\n\n"), vec![6, 6]);
     }
 }

@@ -138,3 +138,130 @@ fn tokenizing_in_pieces_gives_llama_cpp_s_ids() {
         all.len()
     );
 }
+
+/// The real Gemma 3 vocabulary written as a Gemma 4 (`gemma4`, BPE) tokenizer, as
+/// scripts/make_gemma4_vocab.py writes it: merges derived from the vocabulary as the
+/// `tokenizers` library derives them from a SentencePiece model (every split of a normal piece
+/// into two pieces, ranked by the piece's score, then its id and the halves' ids).
+fn gemma4_vocab_file(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    use gemlet::gguf::{GgufWriter, Value};
+    let g = Gguf::open(common::real_model()).unwrap();
+    let tokens = g
+        .get_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .strings()
+        .unwrap();
+    let scores = g
+        .get_array("tokenizer.ggml.scores")
+        .unwrap()
+        .f32s()
+        .unwrap();
+    let types = g
+        .get_array("tokenizer.ggml.token_type")
+        .unwrap()
+        .i64s()
+        .unwrap();
+    let ids: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_ref(), i))
+        .collect();
+    let mut merges = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if types[i] != 1 {
+            continue;
+        }
+        for (k, _) in t.char_indices().skip(1) {
+            let (a, b) = (&t[..k], &t[k..]);
+            if let (Some(&ia), Some(&ib)) = (ids.get(a), ids.get(b)) {
+                merges.push((-scores[i], i, ia, ib, a, b));
+            }
+        }
+    }
+    merges.sort_by(|x, y| {
+        x.0.total_cmp(&y.0)
+            .then(x.1.cmp(&y.1))
+            .then(x.2.cmp(&y.2))
+            .then(x.3.cmp(&y.3))
+    });
+    let n_merges = merges.len();
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::string("gemma4"));
+    w.set("tokenizer.ggml.model", Value::string("gemma4"));
+    w.set("tokenizer.ggml.pre", Value::string("gemma4"));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::strings(tokens.iter().map(|t| t.to_string())),
+    );
+    w.set("tokenizer.ggml.scores", Value::f32s(scores.iter().copied()));
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::i32s(types.iter().map(|&t| t as i32)),
+    );
+    w.set(
+        "tokenizer.ggml.merges",
+        Value::strings(merges.iter().map(|m| format!("{} {}", m.4, m.5))),
+    );
+    for key in [
+        "bos_token_id",
+        "eos_token_id",
+        "unknown_token_id",
+        "padding_token_id",
+    ] {
+        let key = format!("tokenizer.ggml.{key}");
+        w.set(&key, Value::U32(g.get_u32(&key).unwrap()));
+    }
+    w.set("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    w.set("tokenizer.ggml.add_eos_token", Value::Bool(false));
+    w.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+    let path = dir.join("gemma4-vocab.gguf");
+    w.create(&path).unwrap().finish().unwrap();
+    (path, n_merges)
+}
+
+/// Gemma 4's tokenizer on that file gives llama.cpp's ids for every line of the fixture:
+/// llama.cpp's gemma4 BPE on it (scripts/llama-ref/tokenize_batch.cpp) gives, for all 3,632,
+/// exactly the ids it gives with the SentencePiece vocabulary, so the fixture's ids are its
+/// ids (measured, README). What the 513,511 merges cost is printed: `gemlet tokenize` on the
+/// file, load and one line, time and peak RSS.
+#[test]
+fn gemma4_bpe_vocabulary_gives_llama_cpp_s_ids() {
+    let dir = common::scratch("gemma4-vocab");
+    let (path, n_merges) = gemma4_vocab_file(&dir);
+    assert_eq!(n_merges, 513_511);
+    let tok = Tokenizer::from_gguf(&Gguf::open(&path).unwrap()).unwrap();
+    let mut failures = Vec::new();
+    for (i, c) in cases().iter().enumerate() {
+        for (parse, want) in [(true, &c.ids), (false, &c.ids_no_special)] {
+            let got = tok.encode(&c.text, true, parse).unwrap();
+            if &got != want {
+                failures.push(format!(
+                    "line {i} ({}) parse_special {parse}: {:?}\n  got  {got:?}\n  want {want:?}",
+                    c.kind, c.text
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n")
+    );
+    let m = common::run_measured(
+        &[
+            "tokenize",
+            "-m",
+            path.to_str().unwrap(),
+            "--ids",
+            "Hello world\n\n\nagain",
+        ],
+        None,
+    );
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    eprintln!(
+        "gemma4 vocabulary, {n_merges} merges: gemlet tokenize {:.2} s, peak RSS {} MB",
+        m.secs,
+        m.max_rss >> 20
+    );
+}
