@@ -59,18 +59,28 @@ fn perplexity_matches_llama_perplexity() {
     }
 }
 
-/// `gemlet perplexity` on the tiny Gemma 4 models (dense and experts) prints the figure
-/// llama-perplexity prints on them, run beside it, `--no-repack` against `-nr` and `--repack`
+/// `gemlet perplexity` on the tiny Gemma 4 models (dense and experts) prints the running
+/// figures llama-perplexity prints on them, chunk by chunk, run beside it, `--no-repack` against `-nr` and `--repack`
 /// against its default (which repacks the experts too): the same kernels, so the same number to
 /// its last printed digit.
 #[test]
 fn tiny_gemma4_perplexity_equals_llama_perplexity() {
     let text = common::fixture("text/gpl-3.txt");
     let text = text.to_str().unwrap();
-    let final_line = |out: &str| {
-        out.lines()
-            .find_map(|l| l.find("Final estimate").map(|i| l[i..].to_string()))
-            .unwrap_or_else(|| panic!("no final estimate in\n{out}"))
+    // The running estimate after each chunk, "[1]541.4093,[2]..." as both print it.
+    let chunks = |out: &str| -> Vec<String> {
+        out.split('[')
+            .skip(1)
+            .filter_map(|p| {
+                let (n, rest) = p.split_once(']')?;
+                n.parse::<u32>().ok()?;
+                let v: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                (!v.is_empty()).then_some(v)
+            })
+            .collect()
     };
     for name in ["tiny-gemma4-f16", "tiny-gemma4-moe-q4_0"] {
         let model = common::fixture(&format!("tiny/{name}.gguf"));
@@ -83,26 +93,26 @@ fn tiny_gemma4_perplexity_equals_llama_perplexity() {
             let (out, err, ok) =
                 common::run_gemlet(&[&["perplexity", ours][..], &args[..]].concat(), None);
             assert!(ok, "{err}");
+            let got = chunks(&(out + &err));
+            assert_eq!(got.len(), 20, "{name} {ours}: {got:?}");
+            let llama = std::process::Command::new(common::llama_tool("llama-perplexity"))
+                .args(args)
+                .args(theirs)
+                .output()
+                .unwrap();
+            assert!(llama.status.success());
             // llama.cpp's logger writes from a thread of its own, and under the full suite's
-            // load its last lines were once lost at exit: a run without them is run again.
-            let printed = (0..3)
-                .map(|_| {
-                    let llama = std::process::Command::new(common::llama_tool("llama-perplexity"))
-                        .args(args)
-                        .args(theirs)
-                        .output()
-                        .unwrap();
-                    assert!(llama.status.success());
-                    String::from_utf8_lossy(&llama.stderr).to_string()
-                        + &String::from_utf8_lossy(&llama.stdout)
-                })
-                .find(|out| out.contains("Final estimate"))
-                .expect("llama-perplexity printed no final estimate in 3 runs");
-            assert_eq!(
-                final_line(&(out + &err)),
-                final_line(&printed),
-                "{name} {ours}"
+            // load it loses its last lines at exit: every chunk it did print must agree.
+            let printed = chunks(
+                &(String::from_utf8_lossy(&llama.stdout).to_string()
+                    + &String::from_utf8_lossy(&llama.stderr)),
             );
+            assert!(
+                printed.len() >= 10,
+                "{name}: llama-perplexity printed {printed:?}"
+            );
+            assert!(printed.len() <= 20, "{name}: {printed:?}");
+            assert_eq!(got[..printed.len()], printed[..], "{name} {ours}");
         }
     }
 }
