@@ -196,7 +196,7 @@ pub fn build<'c>(
                     il,
                 );
                 let mlp = g.norm(mlp, ew.post_norm_mlp, "ffn_mlp", l);
-                let moe = g.experts(&mut graph, ew, x, il);
+                let moe = g.experts(ew, x, il);
                 let moe = g.norm(moe, ew.post_norm, "ffn_moe", l);
                 g.name(ctx.add(mlp, moe), "ffn_moe_combined", l)
             }
@@ -348,13 +348,7 @@ impl<'c> Ops<'c, '_, '_> {
     /// 1/sqrt(n_embd) and per channel), each token's top `n_used` experts run GeGLU on its
     /// `pre_ffw_norm_2`-normed input, and their outputs are summed, weighted by their
     /// probabilities renormalised over the chosen ones.
-    fn experts(
-        &self,
-        graph: &mut Graph<'c>,
-        ew: &ExpertWeights,
-        x: Tensor<'c>,
-        il: usize,
-    ) -> Tensor<'c> {
+    fn experts(&self, ew: &ExpertWeights, x: Tensor<'c>, il: usize) -> Tensor<'c> {
         let (ctx, c, l) = (self.ctx, self.c, Some(il));
         let e = c
             .experts
@@ -374,7 +368,6 @@ impl<'c> Ops<'c, '_, '_> {
         let sum = ctx.clamp(ctx.sum_rows(weights), 6.103_515_6e-5, f32::INFINITY);
         let weights = ctx.reshape(ctx.div(weights, sum), &[1, e.n_used, b]);
         let weights = self.name(weights, "ffn_moe_weights_norm", l);
-        graph.expand(weights);
 
         // Each chosen expert's product, scaled by its per-expert factor where the file has one.
         let apply = |s: Scaled, input: Tensor<'c>, name: &str| {
@@ -405,7 +398,6 @@ impl<'c> Ops<'c, '_, '_> {
         let act = self.name(ctx.geglu(gate, up), "ffn_moe_geglu", l);
         let out = apply(ew.down, act, "ffn_moe_down");
         let out = self.name(ctx.mul(out, weights), "ffn_moe_weighted", l);
-        graph.expand(out);
 
         // The sum over the chosen experts, one view each.
         let [_, nb1, nb2, _] = out.strides();
