@@ -2,7 +2,8 @@
 # Regenerates tiny models in tests/fixtures/tiny/ and their llama.cpp logits (the reference
 # the tiny_models tests compare with): scripts/make_tiny_gguf.py writes the GGUFs,
 # scripts/llama-ref/logits.cpp (../shared/tools/llama-ref/logits.cpp) runs them through
-# llama.cpp 0c1e570 (scripts/build-llama-cpp.sh), one thread, its default settings.
+# llama.cpp 0c1e570 (scripts/build-llama-cpp.sh), one thread, its default settings; the
+# embedding models go through scripts/llama-ref/embed_ref.cpp (../shared's) instead.
 #   scripts/make-tiny-fixtures.sh                       # every model
 #   scripts/make-tiny-fixtures.sh tiny-gemma4-f32 ...   # some
 # Needs python3 with the PyPI packages gguf (0.19.0) and numpy (a venv under
@@ -26,11 +27,26 @@ if [ ! -x "$ref" ] || [ "$root/scripts/llama-ref/logits.cpp" -nt "$ref" ]; then
     "$root/scripts/llama-ref/logits.cpp" -o "$ref" \
     -L"$BIN_DIR" -lllama -lggml -lggml-base -Wl,-rpath,"$BIN_DIR"
 fi
+embed="$llama/llama-ref-embed"
+if [ ! -x "$embed" ] || [ "$root/scripts/llama-ref/embed_ref.cpp" -nt "$embed" ]; then
+  ${CXX:-g++} -O2 -std=c++17 -I"$SRC_DIR/include" -I"$SRC_DIR/ggml/include" \
+    "$root/scripts/llama-ref/embed_ref.cpp" -o "$embed" \
+    -L"$BIN_DIR" -lllama -lggml -lggml-base -Wl,-rpath,"$BIN_DIR"
+fi
+# The embedding models' texts: short, past the sliding window (8) on both sides, byte
+# fallback, one token of text.
+texts=(-p "hello world"
+  -p "the water was hot and the day was long, we can go out and find some new work in the little round place"
+  -p "The Gemma model, 2025!"
+  -p "a")
 only=()
 for m in "$@"; do only+=(--only "$m"); done
 "$py" "$root/scripts/make_tiny_gguf.py" --outdir "$out" "${only[@]}"
 for f in "$out"/tiny-*.gguf; do
   name="$(basename "$f" .gguf)"
   if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$name"; then continue; fi
-  "$ref" "$f" "${f%.gguf}.logits.json" --threads 1 --commit 0c1e570
+  case "$name" in
+    *embedding*) "$embed" -m "$f" "${texts[@]}" -t 1 > "${f%.gguf}.embed.json" ;;
+    *) "$ref" "$f" "${f%.gguf}.logits.json" --threads 1 --commit 0c1e570 ;;
+  esac
 done

@@ -136,6 +136,11 @@ class TinyConfig:
     n_ff_exp: int = 0
     fused_gate_up_layers: tuple[int, ...] = ()  # ffn_gate_up_exps instead of gate/up
     scaled_gate_up_layers: tuple[int, ...] = ()  # ffn_{gate,up}_exps.scale as well
+    # gemma-embedding: pooling type (1 mean, 2 cls, 3 last), dense_2/dense_3 inner width
+    # (0: none), EOS appended to every text
+    pooling: int = 0
+    n_dense: int = 0
+    add_eos: bool = False
 
     def is_swa(self, il: int) -> bool:
         return bool(self.swa_pattern and self.swa_pattern[il])
@@ -188,6 +193,12 @@ CONFIGS = {c.name: c for c in [
                n_head_kv_swa=2, no_v_layers=(1,), fused_qkv_layers=(0,),
                n_expert=4, n_expert_used=2, n_ff_exp=256, fused_gate_up_layers=(0,),
                variants=("q4_k_m",)),
+    TinyConfig("gemma-embedding", "gemma-embedding", 5, 64, 4, 1, 32, 192, seed=1111,
+               rope_base=1_000_000.0, sliding_window=8, pooling=1, n_dense=96,
+               add_eos=True, swa_pattern=(True, True, False, True, True)),
+    TinyConfig("gemma-embedding-k", "gemma-embedding", 3, 256, 4, 1, 64, 256, seed=1212,
+               rope_base=1_000_000.0, sliding_window=8, pooling=3, n_dense=512,
+               add_eos=True, swa_pattern=(True, False, True), variants=("q4_k_m",)),
 ]}
 
 FILE_TYPE = {"f32": FT.ALL_F32, "f16": FT.MOSTLY_F16, "q8_0": FT.MOSTLY_Q8_0,
@@ -202,6 +213,9 @@ BLOCK_TENSORS = {
     "gemma3": ["attn_norm", "attn_q", "attn_q_norm", "attn_k", "attn_k_norm",
                "attn_v", "attn_output", "post_attention_norm", "ffn_norm",
                "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"],
+    "gemma-embedding": ["attn_norm", "attn_q", "attn_q_norm", "attn_k", "attn_k_norm",
+                        "attn_v", "attn_output", "post_attention_norm", "ffn_norm",
+                        "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm"],
     "gemma4": ["attn_norm", "attn_q", "attn_q_norm", "attn_k", "attn_k_norm",
                "attn_v", "attn_output", "post_attention_norm", "ffn_norm",
                "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm", "layer_output_scale",
@@ -285,6 +299,9 @@ def tensor_specs(c: TinyConfig):
         for short in BLOCK_TENSORS[c.arch]:
             shp, std = shapes[short]
             specs.append((f"blk.{il}.{short}.weight", shp, std))
+    if c.n_dense:  # sentence-transformers' two dense projections, E -> n_dense -> E
+        specs += [("dense_2.weight", (c.n_dense, E), 1.0 / np.sqrt(E)),
+                  ("dense_3.weight", (E, c.n_dense), 1.0 / np.sqrt(c.n_dense))]
     return specs
 
 
@@ -523,6 +540,13 @@ def write_tiny(c: TinyConfig, variant: str, path: str) -> dict:
         w.add_shared_kv_layers(c.shared_kv_layers)
     if c.arch == "gemma4":  # llama.cpp requires the key; the converter writes 0 for none
         w.add_embedding_length_per_layer_input(c.n_embd_per_layer)
+    if c.pooling:
+        w.add_pooling_type(gguf.PoolingType(c.pooling))
+    if c.n_dense:  # llama.cpp's LLM_KV_DENSE_{2,3}_FEAT_{IN,OUT}
+        w.add_uint32(f"{c.arch}.dense_2_feat_in", c.n_embd)
+        w.add_uint32(f"{c.arch}.dense_2_feat_out", c.n_dense)
+        w.add_uint32(f"{c.arch}.dense_3_feat_in", c.n_dense)
+        w.add_uint32(f"{c.arch}.dense_3_feat_out", c.n_embd)
     if c.n_expert:
         w.add_expert_count(c.n_expert)
         w.add_expert_used_count(c.n_expert_used)
@@ -542,7 +566,7 @@ def write_tiny(c: TinyConfig, variant: str, path: str) -> dict:
     w.add_pad_token_id(0)
     w.add_add_bos_token(True)
     w.add_add_sep_token(False)
-    w.add_add_eos_token(False)
+    w.add_add_eos_token(c.add_eos)
     w.add_add_space_prefix(False)
 
     used: dict[str, int] = {}

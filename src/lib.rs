@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod embedding;
 pub mod ggml;
 pub mod gguf;
 pub mod model;

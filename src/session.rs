@@ -2,10 +2,10 @@
 //! thread pool), evaluating tokens and generating text.
 
 use crate::ggml::{Allocator, Context, Executor, GgmlError};
-use crate::model::gemma::{self, BatchShape, Forward};
+use crate::model::gemma::{self, BatchShape, Forward, Head};
 use crate::model::kv_cache::{CacheLayout, CacheParams, ContextSize, KvCache};
 use crate::model::weights::{Repack, Weights};
-use crate::model::{Census, MemoryPlan, Model, ModelError, PerKind, RowTable};
+use crate::model::{Census, MemoryPlan, Model, ModelError, PerKind, Pooling, RowTable};
 use crate::sampling::Sampler;
 use crate::tokenizer::{TokenId, TokenizerError};
 use std::sync::atomic::AtomicBool;
@@ -44,6 +44,10 @@ pub enum SessionError {
     WontFit(String),
     #[error("stopped")]
     Stopped,
+    #[error("{arch} is an embedding model (bidirectional attention, no output head): it makes embeddings (`gemlet embed`), not text")]
+    EmbeddingModel { arch: &'static str },
+    #[error("the text has {n} tokens, more than the batch size ({n_batch}): an embedding is computed in one batch (raise -b and -c)")]
+    TextTooLong { n: usize, n_batch: usize },
 }
 
 pub type Result<T> = std::result::Result<T, SessionError>;
@@ -125,6 +129,8 @@ pub struct Session<'m> {
     tokens: Vec<TokenId>,
     /// Logits of the last evaluation: rows of n_vocab.
     logits: Vec<f32>,
+    /// The last embedding: one row of n_embd, or one per token without pooling.
+    embedding: Vec<f32>,
     /// The last batch's graph and the metadata-only context it lives in. A batch of the same
     /// shape (every token of a generation, for `KV_PAD` tokens at a time) computes it again
     /// with new inputs: no graph is built and nothing is allocated.
@@ -178,6 +184,7 @@ impl<'m> Session<'m> {
             params,
             tokens: Vec::with_capacity(size.n_ctx),
             logits: Vec::new(),
+            embedding: Vec::new(),
             graph: None,
             graphs_built: 0,
             positions: Vec::with_capacity(size.n_batch),
@@ -192,7 +199,12 @@ impl<'m> Session<'m> {
     /// Evaluates one token (BOS, else id 0, as llama.cpp) and forgets it.
     fn warm_up(&mut self) -> Result<()> {
         let id = self.model.tokenizer().bos().unwrap_or(0);
-        self.eval(&[id])?;
+        match &self.model.config().embedding {
+            None => self.eval(&[id])?,
+            Some(h) => {
+                self.embed(&[id], h.pooling)?;
+            }
+        }
         self.clear();
         Ok(())
     }
@@ -282,13 +294,29 @@ impl<'m> Session<'m> {
         &self.logits
     }
 
-    /// Evaluates `tokens`, keeping the logits of positions `from` and later.
-    fn eval_inner(
-        &mut self,
-        tokens: &[TokenId],
-        from: usize,
-        stop: Option<&AtomicBool>,
-    ) -> Result<()> {
+    /// The embedding of a text of `tokens` (with BOS, and EOS where the tokenizer adds it),
+    /// as llama.cpp's `llama-embedding` computes it: every token in one batch, the hidden
+    /// states after the output norm pooled by `pooling`, through the model's dense
+    /// projections; one row of n_embd, or with [`Pooling::None`] one per token. Not
+    /// normalised. The text is forgotten afterwards: each embedding stands alone.
+    pub fn embed(&mut self, tokens: &[TokenId], pooling: Pooling) -> Result<&[f32]> {
+        self.check_tokens(tokens)?;
+        if tokens.len() > self.params.n_batch {
+            return Err(SessionError::TextTooLong {
+                n: tokens.len(),
+                n_batch: self.params.n_batch,
+            });
+        }
+        self.clear();
+        let result = self.eval_batch(tokens, 0, None, Head::Embedding(pooling));
+        self.clear();
+        result?;
+        Ok(&self.embedding)
+    }
+
+    /// Refuses an empty batch, an id past the vocabulary, or more tokens than the context has
+    /// room for.
+    fn check_tokens(&self, tokens: &[TokenId]) -> Result<()> {
         if tokens.is_empty() {
             return Err(SessionError::Empty);
         }
@@ -303,10 +331,27 @@ impl<'m> Session<'m> {
                 n_ctx: self.params.n_ctx,
             });
         }
+        Ok(())
+    }
+
+    /// Evaluates `tokens`, keeping the logits of positions `from` and later.
+    fn eval_inner(
+        &mut self,
+        tokens: &[TokenId],
+        from: usize,
+        stop: Option<&AtomicBool>,
+    ) -> Result<()> {
+        let c = self.model.config();
+        if c.embedding.is_some() {
+            return Err(SessionError::EmbeddingModel {
+                arch: c.arch.name(),
+            });
+        }
+        self.check_tokens(tokens)?;
         self.logits.clear();
         for chunk in tokens.chunks(self.params.n_batch) {
             let start = self.n_past();
-            if let Err(e) = self.eval_batch(chunk, from, stop) {
+            if let Err(e) = self.eval_batch(chunk, from, stop, Head::Logits) {
                 self.truncate(start);
                 self.logits.clear();
                 return Err(e);
@@ -316,12 +361,13 @@ impl<'m> Session<'m> {
     }
 
     /// One forward pass over at most n_batch tokens; appends the logits of positions `from`
-    /// and later to `self.logits`.
+    /// and later to `self.logits`, or with an embedding head sets `self.embedding`.
     fn eval_batch(
         &mut self,
         tokens: &[TokenId],
         from: usize,
         stop: Option<&AtomicBool>,
+        head: Head,
     ) -> Result<()> {
         let p0 = self.n_past();
         self.positions.clear();
@@ -331,13 +377,17 @@ impl<'m> Session<'m> {
         self.ids.extend(tokens.iter().map(|&t| t as i32));
         // The kept rows are the batch's last ones; the graph computes at least one, so that
         // it has an end.
-        let wanted = tokens.len() - from.saturating_sub(p0).min(tokens.len());
+        let wanted = match head {
+            Head::Logits => tokens.len() - from.saturating_sub(p0).min(tokens.len()),
+            Head::Embedding(_) => tokens.len(),
+        };
         self.cache.assign(&self.positions);
         let batch = self.cache.batch();
         let shape = BatchShape {
             n_tokens: tokens.len(),
             n_kv: PerKind::new(|kind| batch.get(kind).as_ref().map_or(0, |p| p.n_kv)),
             n_out: (wanted < tokens.len()).then_some(wanted.max(1)),
+            head,
         };
         if self.graph.as_ref().is_none_or(|(_, f)| f.shape != shape) {
             // Drop the old graph first: the allocator's buffer it points into is reused.
@@ -360,6 +410,10 @@ impl<'m> Session<'m> {
         let t = |id| ctx.resolve(id);
         t(f.tokens).write_i32(&self.ids)?;
         t(f.positions).write_i32(&self.positions)?;
+        if let Some(mean) = f.mean {
+            let weights = vec![1.0 / tokens.len() as f32; tokens.len()];
+            t(mean).write_f32(&weights)?;
+        }
         for (kind, slots) in batch.iter() {
             if let (Some(slots), Some(input)) = (slots, f.attn_inputs.get(kind)) {
                 t(input.slots).write_i32(slots.slots)?;
@@ -375,16 +429,22 @@ impl<'m> Session<'m> {
             GgmlError::Aborted => SessionError::Stopped,
             e => e.into(),
         })?;
+        let (out, row) = match head {
+            Head::Logits => (&mut self.logits, self.model.config().dims.n_vocab),
+            Head::Embedding(_) => {
+                self.embedding.clear();
+                (&mut self.embedding, self.model.config().dims.n_embd)
+            }
+        };
         if wanted > 0 {
-            let start = self.logits.len();
-            t(f.logits).read_f32_into(&mut self.logits)?;
+            let start = out.len();
+            t(f.output).read_f32_into(out)?;
             // A model whose numbers overflow (a crafted or broken file) would otherwise have
             // garbage sampled from it.
-            let n_vocab = self.model.config().dims.n_vocab;
-            if let Some(i) = self.logits[start..].iter().position(|x| !x.is_finite()) {
+            if let Some(i) = out[start..].iter().position(|x| !x.is_finite()) {
                 return Err(SessionError::NonFiniteLogits {
-                    position: p0 + tokens.len() - wanted + i / n_vocab,
-                    value: self.logits[start + i],
+                    position: p0 + tokens.len() - wanted + i / row,
+                    value: out[start + i],
                 });
             }
         }

@@ -279,7 +279,7 @@ fn hparams_text(s: &mut String, c: &Config) {
         ),
     ];
     let mut rows = rows;
-    rows.extend(gemma4_rows(c));
+    rows.extend(extension_rows(c));
     for (k, v) in rows {
         let _ = writeln!(s, "  {k:<18} {v}");
     }
@@ -333,8 +333,9 @@ fn ranges(v: &[usize]) -> String {
     out.join(", ")
 }
 
-/// What Gemma 4 adds: per-layer embeddings, layers that share a cache, experts.
-fn gemma4_rows(c: &Config) -> Vec<(&'static str, String)> {
+/// What the later Gemmas add: Gemma 4's per-layer embeddings, layers that share a cache and
+/// experts; EmbeddingGemma's bidirectional attention and embedding head.
+fn extension_rows(c: &Config) -> Vec<(&'static str, String)> {
     let mut rows = Vec::new();
     let d = &c.dims;
     if c.n_embd_per_layer > 0 {
@@ -374,6 +375,30 @@ fn gemma4_rows(c: &Config) -> Vec<(&'static str, String)> {
                 e.n_ff,
                 e.n_used,
                 ranges(&layers)
+            ),
+        ));
+    }
+    if let Some(h) = &c.embedding {
+        let window = c.sliding_window.map_or(String::new(), |w| {
+            format!(", local layers see {} positions to each side", w / 2)
+        });
+        rows.push((
+            "attention",
+            format!("bidirectional (an embedding model: every token sees the whole text{window})"),
+        ));
+        let dense = h.n_dense.map_or(String::new(), |n| {
+            format!(
+                ", then dense_2 ({} → {n}) and dense_3 ({n} → {})",
+                d.n_embd, d.n_embd
+            )
+        });
+        rows.push((
+            "embedding",
+            format!(
+                "{} pooling of the normed hidden states{dense}: one vector of {} per text \
+                 (`gemlet embed`)",
+                h.pooling.name(),
+                d.n_embd
             ),
         ));
     }
@@ -600,6 +625,11 @@ fn config_json(c: &Config) -> Json {
         "shared_kv_layers": (c.n_layer_kv..c.dims.n_layer)
             .map(|il| json!({"layer": il, "cache_of": c.kv_source(il)}))
             .collect::<Vec<_>>(),
+        "causal": c.causal,
+        "embedding": c.embedding.as_ref().map(|h| json!({
+            "pooling": h.pooling.name(),
+            "dense_size": h.n_dense,
+        })),
         "experts": c.experts.as_ref().map(|e| json!({
             "count": e.n_expert,
             "used": e.n_used,

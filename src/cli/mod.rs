@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod bundle;
 mod chat;
+mod embed;
 mod fmt;
 mod generate;
 mod inspect;
@@ -35,6 +36,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Continue a prompt, printing tokens as they are produced.
     Generate(generate::GenerateArgs),
+    /// Embeddings of texts (llama-embedding's method): one JSON line per input.
+    Embed(embed::EmbedArgs),
     /// Perplexity of the model on a text (llama-perplexity's method and output).
     Perplexity(perplexity::PerplexityArgs),
     /// Measure prompt processing and generation speed (llama-bench's tests and output).
@@ -127,6 +130,29 @@ fn print(text: &str) -> Result<(), CliError> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
         _ => Ok(()),
     }
+}
+
+/// Calls `each` with the line number and the "text" field of every non-blank line of stdin,
+/// each a JSON object; stops at the first error (the lines before it keep their output).
+fn stdin_texts(mut each: impl FnMut(usize, &str) -> Result<(), CliError>) -> Result<(), CliError> {
+    use std::io::BufRead;
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(CliError::Input)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| CliError::Usage(format!("stdin line {n}: {e}")))?;
+        let text = v["text"]
+            .as_str()
+            .ok_or_else(|| CliError::Usage(format!("stdin line {n}: no string field \"text\"")))?;
+        each(n, text).map_err(|e| match e {
+            CliError::Usage(m) => CliError::Usage(format!("stdin line {n}: {m}")),
+            e => e,
+        })?;
+    }
+    Ok(())
 }
 
 /// Text streamed to stdout as it is generated. The first failed write ends the stream: a closed
@@ -236,6 +262,7 @@ pub fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

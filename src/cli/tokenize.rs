@@ -3,9 +3,8 @@
 use super::CliError;
 use crate::gguf::Gguf;
 use crate::tokenizer::Tokenizer;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 use std::fmt::Write as _;
-use std::io::BufRead;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -36,19 +35,9 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
     let tok = Tokenizer::from_gguf(&g)?;
     let encode = |text: &str| tok.encode(text, !args.no_bos, !args.no_parse_special);
     if args.jsonl {
-        let stdin = std::io::stdin().lock();
         let mut out = String::new();
-        let mut line_ids = |n: usize, line: std::io::Result<String>| -> Result<(), CliError> {
-            let line = line.map_err(CliError::Input)?;
-            if line.trim().is_empty() {
-                return Ok(());
-            }
-            let v: Json = serde_json::from_str(&line)
-                .map_err(|e| CliError::Usage(format!("stdin line {n}: {e}")))?;
-            let text = v["text"].as_str().ok_or_else(|| {
-                CliError::Usage(format!("stdin line {n}: no string field \"text\""))
-            })?;
-            let ids = encode(text).map_err(|e| CliError::Usage(format!("stdin line {n}: {e}")))?;
+        let result = super::stdin_texts(|_, text| {
+            let ids = encode(text).map_err(|e| CliError::Usage(e.to_string()))?;
             // Written directly: a JSON value per id would cost ~30 bytes each.
             out.push_str("{\"ids\":[");
             for (i, id) in ids.iter().enumerate() {
@@ -60,17 +49,10 @@ pub fn run(args: &TokenizeArgs) -> Result<(), CliError> {
                 out.clear();
             }
             Ok(())
-        };
-        let mut failed = None;
-        for (i, line) in stdin.lines().enumerate() {
-            if let Err(e) = line_ids(i + 1, line) {
-                failed = Some(e);
-                break;
-            }
-        }
+        });
         // The lines before a bad one keep their output.
         super::print(&out)?;
-        return failed.map_or(Ok(()), Err);
+        return result;
     }
     let ids = encode(args.text.as_deref().unwrap_or_default())?;
     let mut out = String::new();

@@ -8,7 +8,8 @@ use super::{ModelError, Result};
 use crate::gguf::{Gguf, GgufError, Value};
 
 /// The architectures gemlet runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma", "gemma2", "gemma3", "gemma4"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["gemma", "gemma2", "gemma3", "gemma4", "gemma-embedding"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
@@ -16,6 +17,8 @@ pub enum Arch {
     Gemma2,
     Gemma3,
     Gemma4,
+    /// EmbeddingGemma: Gemma 3's layers with bidirectional attention, producing embeddings.
+    GemmaEmbedding,
 }
 
 impl Arch {
@@ -25,6 +28,7 @@ impl Arch {
             "gemma2" => Some(Arch::Gemma2),
             "gemma3" => Some(Arch::Gemma3),
             "gemma4" => Some(Arch::Gemma4),
+            "gemma-embedding" => Some(Arch::GemmaEmbedding),
             _ => None,
         }
     }
@@ -35,8 +39,60 @@ impl Arch {
             Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
             Arch::Gemma4 => "gemma4",
+            Arch::GemmaEmbedding => "gemma-embedding",
         }
     }
+}
+
+/// How the per-token hidden states of a text become one embedding (llama.cpp's
+/// `pooling_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// None: one embedding per token.
+    None,
+    /// The mean over the tokens.
+    Mean,
+    /// The first token's.
+    Cls,
+    /// The last token's.
+    Last,
+}
+
+impl Pooling {
+    pub const NAMES: &'static [&'static str] = &["none", "mean", "cls", "last"];
+
+    pub fn from_name(name: &str) -> Option<Pooling> {
+        match name {
+            "none" => Some(Pooling::None),
+            "mean" => Some(Pooling::Mean),
+            "cls" => Some(Pooling::Cls),
+            "last" => Some(Pooling::Last),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// llama.cpp's `LLAMA_POOLING_TYPE_*` numbers, as GGUF files store them (4, rank, is a
+    /// reranker's and not one gemlet runs).
+    fn from_gguf(v: u32) -> Option<Pooling> {
+        [Pooling::None, Pooling::Mean, Pooling::Cls, Pooling::Last]
+            .get(v as usize)
+            .copied()
+    }
+}
+
+/// The embedding head of a model that makes embeddings (EmbeddingGemma): how it pools, and
+/// sentence-transformers' two dense projections after pooling (`dense_2`, `dense_3`) where
+/// the file has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingHead {
+    /// The file's `pooling_type`.
+    pub pooling: Pooling,
+    /// The width between the two dense projections (`dense_2_feat_out`), if the file has them.
+    pub n_dense: Option<usize>,
 }
 
 /// A model's sizes. Part of every [`Config`]; for architectures gemlet does not run, `inspect`
@@ -213,6 +269,12 @@ pub struct Config {
     /// Gemma 4's mixture of experts (26B-A4B) beside the dense MLP of the layers that have a
     /// router.
     pub experts: Option<Experts>,
+    /// Whether a token attends only to earlier ones. EmbeddingGemma's attention is
+    /// bidirectional, its sliding window symmetric (half the window on each side).
+    pub causal: bool,
+    /// The embedding model's pooling and projections (EmbeddingGemma); `None` for a model
+    /// made to generate (which `embed` pools as asked).
+    pub embedding: Option<EmbeddingHead>,
 }
 
 /// A mixture-of-experts feed-forward: each token goes through the `n_used` of `n_expert`
@@ -305,7 +367,7 @@ impl Config {
             ),
             // Gemma 3: local layers only with a window; their rope base defaults to 10000
             // (not the file's global base) and they are never scaled.
-            Arch::Gemma3 | Arch::Gemma4 => (
+            Arch::Gemma3 | Arch::Gemma4 | Arch::GemmaEmbedding => (
                 window.filter(|&w| w > 0),
                 swa_base.unwrap_or(10_000.0),
                 1.0,
@@ -335,7 +397,7 @@ impl Config {
         let final_softcap = match arch {
             Arch::Gemma => None,
             Arch::Gemma2 => Some(opt_f("final_logit_softcapping")?.unwrap_or(30.0)),
-            Arch::Gemma3 | Arch::Gemma4 => opt_f("final_logit_softcapping")?,
+            Arch::Gemma3 | Arch::Gemma4 | Arch::GemmaEmbedding => opt_f("final_logit_softcapping")?,
         }
         .filter(|&c| c > 0.0);
 
@@ -364,6 +426,11 @@ impl Config {
 
         let experts = match arch {
             Arch::Gemma4 => read_experts(g, a, n_layer)?,
+            _ => None,
+        };
+
+        let embedding = match arch {
+            Arch::GemmaEmbedding => Some(read_embedding_head(g, a, n_embd)?),
             _ => None,
         };
 
@@ -402,7 +469,7 @@ impl Config {
             attn_softcap,
             final_softcap,
             query_scale,
-            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Gemma4),
+            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Gemma4 | Arch::GemmaEmbedding),
             post_norms: arch != Arch::Gemma,
             tied_output: g.tensor("output.weight").is_none(),
             n_ff_layers,
@@ -414,6 +481,8 @@ impl Config {
             n_embd_per_layer,
             v_norm: arch == Arch::Gemma4,
             experts,
+            causal: arch != Arch::GemmaEmbedding,
+            embedding,
         };
         config.validate()?;
         Ok(config)
@@ -441,7 +510,12 @@ impl Config {
         ]
         .into_iter()
         .chain(self.n_ff_layers.iter().map(|&f| ("feed_forward_length", f)))
-        {
+        .chain(
+            self.embedding
+                .as_ref()
+                .and_then(|h| h.n_dense)
+                .map(|n| ("dense_2_feat_out", n)),
+        ) {
             if v == 0 {
                 return bad(format!("{} is 0: it must be positive", key(k)));
             }
@@ -623,6 +697,42 @@ impl Config {
             LayerKind::Local => self.sliding_window,
         }
     }
+}
+
+/// EmbeddingGemma's head: the pooling its file declares (none when it says nothing, as
+/// llama.cpp reads it) and the width of its dense projections, whose keys
+/// must agree with the hidden size where present (llama.cpp asserts it).
+fn read_embedding_head(g: &Gguf, arch: &str, n_embd: usize) -> Result<EmbeddingHead> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let pooling = match g.opt(&key("pooling_type"), Gguf::get_u32)? {
+        None => Pooling::None,
+        Some(v) => Pooling::from_gguf(v).ok_or_else(|| {
+            ModelError::Config(format!(
+                "{}: pooling type {v} is not supported (0 none, 1 mean, 2 cls, 3 last)",
+                key("pooling_type")
+            ))
+        })?,
+    };
+    let opt = |k: &str| -> Result<Option<usize>> {
+        Ok(g.opt(&key(k), Gguf::get_u32)?.map(|v| v as usize))
+    };
+    for k in ["dense_2_feat_in", "dense_3_feat_out"] {
+        if let Some(v) = opt(k)?.filter(|&v| v != n_embd) {
+            return Err(ModelError::Config(format!(
+                "{} is {v}, but the hidden size is {n_embd}: the dense projections map the \
+                 hidden state back to its own width",
+                key(k)
+            )));
+        }
+    }
+    let n_dense = match g.tensor("dense_2.weight") {
+        None => None,
+        Some(t) => Some(match opt("dense_2_feat_out")? {
+            Some(v) => v,
+            None => *t.dims.get(1).unwrap_or(&0) as usize,
+        }),
+    };
+    Ok(EmbeddingHead { pooling, n_dense })
 }
 
 /// The experts of a file whose layers have routers; their counts are then required.

@@ -15,7 +15,7 @@
 use super::config::LayerKind;
 use super::kv_cache::KvCache;
 use super::weights::{ExpertGateUp, ExpertWeights, LayerWeights, PleWeights, Qkv, Scaled, Weights};
-use super::{Config, PerKind, Result};
+use super::{Config, PerKind, Pooling, Result};
 use crate::ggml::{Context, Graph, GraphId, RopeMode, Tensor, TensorId, Type};
 
 /// What a batch's graph depends on: two batches of the same shape share one graph.
@@ -26,6 +26,18 @@ pub struct BatchShape {
     pub n_kv: PerKind<usize>,
     /// Rows that go through the output head, the batch's last ones: all of them when `None`.
     pub n_out: Option<usize>,
+    pub head: Head,
+}
+
+/// What a batch's graph ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Logits over the vocabulary, a row per output.
+    Logits,
+    /// The normed hidden states pooled as said (llama.cpp's `build_pooling`), then through the
+    /// model's dense projections where it has them (`build_dense_out`): one embedding per
+    /// batch, or with [`Pooling::None`] one per token. The batch is one whole text.
+    Embedding(Pooling),
 }
 
 /// The inputs of one kind of layer's attention.
@@ -48,8 +60,10 @@ pub struct Forward {
     pub positions: TensorId,
     /// Per kind of layer, `None` when the model has no layer of that kind.
     pub attn_inputs: PerKind<Option<AttnInputs>>,
-    /// Logits, vocab × outputs.
-    pub logits: TensorId,
+    /// Mean pooling's weights (F32, 1/n_tokens each), for [`Head::Embedding`]`(Mean)`.
+    pub mean: Option<TensorId>,
+    /// Logits (vocab × outputs), or embeddings (n_embd × outputs).
+    pub output: TensorId,
 }
 
 /// Nodes a graph of this config needs at most.
@@ -227,12 +241,37 @@ pub fn build<'c>(
         x = last_rows(ctx, x, n_out);
     }
     x = g.norm(x, w.output_norm, "result_norm", None);
-    let mut logits = g.matmul(w.output, x, "result_output", None);
-    if let Some(cap) = c.final_softcap {
-        logits = g.name(soft_cap(ctx, logits, cap), "result_output", None);
-    }
-    let logits = logits.set_output();
-    graph.expand(logits);
+    let mut mean = None;
+    let output = match shape.head {
+        Head::Logits => {
+            let logits = g.matmul(w.output, x, "result_output", None);
+            match c.final_softcap {
+                Some(cap) => g.name(soft_cap(ctx, logits, cap), "result_output", None),
+                None => logits,
+            }
+        }
+        Head::Embedding(pooling) => {
+            let pooled = match pooling {
+                Pooling::None => x,
+                Pooling::Mean => {
+                    let weights = g.input(Type::F32, &[b, 1], "inp_mean")?;
+                    mean = Some(weights);
+                    let rows_t = ctx.cont(ctx.permute(x, [1, 0, 2, 3]));
+                    ctx.mul_mat(rows_t, weights)
+                }
+                Pooling::Cls => ctx.cont(first_rows(ctx, x, 1)),
+                Pooling::Last => ctx.cont(last_rows(ctx, x, 1)),
+            };
+            let mut e = g.name(pooled, "result_embd_pooled", None);
+            if let Some((dense_2, dense_3)) = w.dense {
+                e = ctx.mul_mat(g.weight(dense_3), ctx.mul_mat(g.weight(dense_2), e));
+                e = g.name(e, "result_embd_pooled", None);
+            }
+            e
+        }
+    };
+    let output = output.set_output();
+    graph.expand(output);
     let id = |t: Tensor<'c>| ctx.id_of(t);
     Ok(Forward {
         shape,
@@ -245,7 +284,8 @@ pub fn build<'c>(
                 mask: id(mask),
             })
         }),
-        logits: id(logits),
+        mean: mean.map(id),
+        output: id(output),
     })
 }
 
@@ -489,6 +529,12 @@ fn layer_slice<'c>(ctx: &'c Context<'_>, inputs: Tensor<'c>, il: usize) -> Tenso
 /// cap · tanh(x / cap): Gemma 2's soft-cap of attention scores and logits.
 fn soft_cap<'c>(ctx: &'c Context<'_>, x: Tensor<'c>, cap: f32) -> Tensor<'c> {
     ctx.scale(ctx.tanh(ctx.scale(x, 1.0 / cap)), cap)
+}
+
+/// The first `n` rows of `t` (a view, no copy).
+fn first_rows<'c>(ctx: &'c Context<'_>, t: Tensor<'c>, n: usize) -> Tensor<'c> {
+    let [ne0, ..] = t.shape();
+    ctx.view(t, &[ne0, n], &[t.strides()[1]], 0)
 }
 
 /// The last `n` rows of `t` (a view, no copy).

@@ -95,12 +95,19 @@ pub struct CacheLayout {
     pub slots: PerKind<usize>,
     /// Positions each kind of layer attends over at most (its window), `None` for all.
     pub window: PerKind<Option<usize>>,
+    /// Whether a token attends only to earlier positions; bidirectional attention (an
+    /// embedding model's) attends to both sides, the window split evenly between them.
+    pub causal: bool,
 }
 
 impl CacheLayout {
     /// The layout of a Gemma model's cache.
     pub fn new(c: &Config, size: ContextSize, swa_full: bool) -> CacheLayout {
+        // Bidirectional attention sees positions ahead of a token, which a ring of the window
+        // would already have overwritten: such models keep every position.
+        let swa_full = swa_full || !c.causal;
         let mut layout = Self::of_kinds(&c.dims, &c.layer_kinds, c.sliding_window, size, swa_full);
+        layout.causal = c.causal;
         for (il, l) in layout.layers.iter_mut().enumerate() {
             (l.head_dim_k, l.head_dim_v) = c.head_dims(l.kind);
             l.n_head_kv = c.n_head_kv(l.kind);
@@ -149,6 +156,7 @@ impl CacheLayout {
                 global: None,
                 local: window,
             },
+            causal: true,
         }
     }
 
@@ -194,6 +202,7 @@ pub struct BatchSlots<'a> {
 struct Ring {
     size: usize,
     window: Option<usize>,
+    causal: bool,
     pad: usize,
     /// Position held by each slot, -1 when empty.
     slot_pos: Vec<i64>,
@@ -210,6 +219,7 @@ impl Ring {
         Ring {
             size,
             window,
+            causal: true,
             pad,
             slot_pos: vec![-1; size],
             used: 0,
@@ -233,10 +243,11 @@ impl Ring {
         let n_kv = self.n_kv;
         self.mask.clear();
         self.mask.resize(n_kv * positions.len(), F16_NEG_INF);
+        let (causal, window) = (self.causal, self.window);
         for (row, &q) in self.mask.chunks_exact_mut(n_kv).zip(positions) {
             let q = q as i64;
             for (m, &p) in row.iter_mut().zip(&self.slot_pos[..n_kv]) {
-                if p >= 0 && p <= q && self.window.is_none_or(|w| q - p < w as i64) {
+                if p >= 0 && sees(causal, window, q, p) {
                     *m = F16_ZERO;
                 }
             }
@@ -262,6 +273,17 @@ impl Ring {
             .iter()
             .rposition(|&p| p >= 0)
             .map_or(0, |i| i + 1);
+    }
+}
+
+/// Whether a query at position `q` attends to position `p` (llama.cpp's `is_masked_swa`): a
+/// causal window of `w` positions ending at `q`, or a symmetric one reaching `w / 2` to each
+/// side.
+fn sees(causal: bool, window: Option<usize>, q: i64, p: i64) -> bool {
+    match (causal, window) {
+        (true, w) => p <= q && w.is_none_or(|w| q - p < w as i64),
+        (false, None) => true,
+        (false, Some(w)) => (q - p).abs() <= (w / 2) as i64,
     }
 }
 
@@ -310,8 +332,9 @@ impl KvCache {
         }
         let n_batch = layout.size.n_batch;
         let rings = PerKind::new(|kind| {
-            layout.has(kind).then(|| {
-                Ring::new(
+            layout.has(kind).then(|| Ring {
+                causal: layout.causal,
+                ..Ring::new(
                     *layout.slots.get(kind),
                     *layout.window.get(kind),
                     KV_PAD,

@@ -9,7 +9,9 @@ pub mod memory;
 pub mod weights;
 
 pub use census::{Census, Component};
-pub use config::{Arch, Config, Dims, LayerKind, PerKind, SUPPORTED_ARCHITECTURES};
+pub use config::{
+    Arch, Config, Dims, EmbeddingHead, LayerKind, PerKind, Pooling, SUPPORTED_ARCHITECTURES,
+};
 pub use memory::{MemoryPlan, RowTable};
 
 use crate::gguf::{Gguf, GgufError, OpenOptions};

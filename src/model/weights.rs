@@ -133,6 +133,9 @@ pub struct Weights<'m> {
     pub ple: Option<PleWeights>,
     /// Frequency factors of the global layers' rope (Gemma 4's proportional rope).
     pub rope_freqs: Option<TensorId>,
+    /// EmbeddingGemma's projections after pooling: `dense_2` (n_embd → n_dense) and
+    /// `dense_3` (back to n_embd).
+    pub dense: Option<(TensorId, TensorId)>,
     /// Matrices repacked and their bytes.
     pub repacked: (usize, usize),
     tied_output: bool,
@@ -224,6 +227,17 @@ impl<'m> Weights<'m> {
             }
             _ => None,
         };
+        let dense = c
+            .embedding
+            .as_ref()
+            .and_then(|h| h.n_dense)
+            .map(|d| -> Result<(TensorId, TensorId)> {
+                Ok((
+                    bind("dense_2.weight", &[e, d as u64])?,
+                    bind("dense_3.weight", &[d as u64, e])?,
+                ))
+            })
+            .transpose()?;
         let mut layers = Vec::with_capacity(c.dims.n_layer);
         for il in 0..c.dims.n_layer {
             let n = |t: &str| format!("blk.{il}.{t}.weight");
@@ -319,6 +333,7 @@ impl<'m> Weights<'m> {
             layers,
             ple,
             rope_freqs,
+            dense,
             repacked: (0, 0),
             tied_output: c.tied_output,
         })

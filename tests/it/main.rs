@@ -9,6 +9,7 @@ mod bundle;
 mod chat;
 mod chat_cli;
 mod crafted_suite;
+mod embedding;
 mod ggml_ops;
 mod gguf_crafted;
 mod gguf_real_model;
