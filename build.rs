@@ -366,6 +366,8 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     "ggml_(cpy|cont|transpose|permute|reshape_[1-4]d|view_[1-4]d|flash_attn_ext)",
     // mixture of experts
     "ggml_(mul_mat_id|argsort_top_k|soft_max|sum_rows|clamp|div|repeat_4d)",
+    // Gemma 3n's AltUp streams, LAuReL and activation sparsity
+    "ggml_(sqr|sqrt|sub|relu|mean|concat|scale_bias|cont_3d)",
     // graphs and execution
     "ggml_new_graph_custom",
     "ggml_graph_overhead_custom",

@@ -11,11 +11,15 @@
 # fixtures are committed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="$root/tests/fixtures/tiny"
+out="${TINY_OUT:-$root/tests/fixtures/tiny}"
 llama="${LLAMA_DIR:-$HOME/.cache/llama-cpp-ref}"
 py="${PYTHON:-python3}"
 if ! "$py" -c 'import gguf, numpy' 2>/dev/null; then
   venv="$HOME/.cache/gemlet/venv"
+  # Debian's python3 makes venvs only with python3-venv (ensurepip).
+  if ! python3 -c 'import ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  fi
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q numpy gguf==0.19.0
   py="$venv/bin/python"

@@ -141,6 +141,12 @@ class TinyConfig:
     pooling: int = 0
     n_dense: int = 0
     add_eos: bool = False
+    # gemma3n: AltUp streams, LAuReL rank, layers with activation sparsity (llama.cpp
+    # 0c1e570 hard-codes 4 streams, rank 64, a per-layer width of 256 and sparsity on the
+    # first 10 layers: the files must agree with it)
+    n_altup: int = 0
+    laurel_rank: int = 0
+    n_sparse: int = 0
 
     def is_swa(self, il: int) -> bool:
         return bool(self.swa_pattern and self.swa_pattern[il])
@@ -193,6 +199,16 @@ CONFIGS = {c.name: c for c in [
                n_head_kv_swa=2, no_v_layers=(1,), fused_qkv_layers=(0,),
                n_expert=4, n_expert_used=2, n_ff_exp=256, fused_gate_up_layers=(0,),
                variants=("q4_k_m",)),
+    TinyConfig("gemma3n", "gemma3n", 22, 64, 4, 1, 32, 128, seed=1313,
+               rope_base=1_000_000.0, rope_base_swa=10_000.0, sliding_window=8,
+               final_softcap=30.0, swa_pattern=tuple(il % 5 < 4 and il != 21 for il in range(22)),
+               shared_kv_layers=2, n_embd_per_layer=256, n_altup=4, laurel_rank=64,
+               n_sparse=10),
+    TinyConfig("gemma3n-k", "gemma3n", 22, 256, 4, 1, 64, 256, seed=1414,
+               rope_base=1_000_000.0, rope_base_swa=10_000.0, sliding_window=8,
+               final_softcap=30.0, swa_pattern=tuple(il % 5 < 4 and il != 21 for il in range(22)),
+               shared_kv_layers=2, n_embd_per_layer=256, n_altup=4, laurel_rank=64,
+               n_sparse=10, variants=("q4_k_m",)),
     TinyConfig("gemma-embedding", "gemma-embedding", 5, 64, 4, 1, 32, 192, seed=1111,
                rope_base=1_000_000.0, sliding_window=8, pooling=1, n_dense=96,
                add_eos=True, swa_pattern=(True, True, False, True, True)),
@@ -283,6 +299,8 @@ def tensor_specs(c: TinyConfig):
     giving the values)."""
     if c.arch == "gemma4":
         return gemma4_specs(c)
+    if c.arch == "gemma3n":
+        return gemma3n_specs(c)
     E, F, q, kv = c.n_embd, c.n_ff, c.n_head * c.head_dim, c.n_head_kv * c.head_dim
     specs = [("token_embd.weight", (c.n_vocab, E), 1.0 / np.sqrt(E)),
              ("output_norm.weight", (E,), None)]
@@ -356,6 +374,50 @@ def gemma4_specs(c: TinyConfig):
                           lambda r, q=q, kv=kv: fused_qkv(r, q, kv, E)))
         if c.n_expert:
             specs += expert_specs(c, il)
+    return specs
+
+
+def gemma3n_specs(c: TinyConfig):
+    """llama.cpp's src/models/gemma3n.cpp tensors. Every layer has its K/V projections (the
+    converter writes them; the KV-sharing layers do not use theirs). AltUp coefficients are
+    small, as trained ones are, so that the four streams stay close."""
+    E, P, L, N, R = c.n_embd, c.n_embd_per_layer, c.n_layer, c.n_altup, c.laurel_rank
+    q, kv, F = c.n_head * c.head_dim, c.n_head_kv * c.head_dim, c.n_ff
+    specs = [("token_embd.weight", (c.n_vocab, E), 1.0 / np.sqrt(E)),
+             ("per_layer_token_embd.weight", (c.n_vocab, P * L), 1.0 / np.sqrt(P)),
+             ("per_layer_model_proj.weight", (P * L, E), 1.0 / np.sqrt(E)),
+             ("per_layer_proj_norm.weight", (P,), None),
+             ("altup_proj.weight", (N - 1, E, E), 1.0 / np.sqrt(E)),
+             ("altup_unembd_proj.weight", (N - 1, E, E), 1.0 / np.sqrt(E)),
+             ("output_norm.weight", (E,), None)]
+    for il in range(L):
+        b = f"blk.{il}"
+        specs += [
+            (f"{b}.attn_norm.weight", (E,), None),
+            (f"{b}.attn_q.weight", (q, E), 1.5 / np.sqrt(E)),
+            (f"{b}.attn_k.weight", (kv, E), 1.5 / np.sqrt(E)),
+            (f"{b}.attn_v.weight", (kv, E), 1.0 / np.sqrt(E)),
+            (f"{b}.attn_output.weight", (E, q), 1.0 / np.sqrt(q)),
+            (f"{b}.attn_q_norm.weight", (c.head_dim,), None),
+            (f"{b}.attn_k_norm.weight", (c.head_dim,), None),
+            (f"{b}.post_attention_norm.weight", (E,), None),
+            (f"{b}.ffn_norm.weight", (E,), None),
+            (f"{b}.ffn_gate.weight", (F, E), 1.0 / np.sqrt(E)),
+            (f"{b}.ffn_up.weight", (F, E), 1.0 / np.sqrt(E)),
+            (f"{b}.ffn_down.weight", (E, F), 1.0 / np.sqrt(F)),
+            (f"{b}.post_ffw_norm.weight", (E,), None),
+            (f"{b}.inp_gate.weight", (P, E), 1.0 / np.sqrt(E)),
+            (f"{b}.proj.weight", (E, P), 1.0 / np.sqrt(P)),
+            (f"{b}.post_norm.weight", (E,), None),
+            (f"{b}.altup_correct_coef.weight", (N, N), 0.1),
+            (f"{b}.altup_correct_scale.weight", (E,), None),
+            (f"{b}.altup_predict_coef.weight", (N * N, N), 0.1),
+            (f"{b}.altup_router.weight", (N, E), 1.0 / np.sqrt(E)),
+            (f"{b}.altup_router_norm.weight", (E,), None),
+            (f"{b}.laurel_l.weight", (R, E), 1.0 / np.sqrt(E)),
+            (f"{b}.laurel_r.weight", (E, R), 1.0 / np.sqrt(R)),
+            (f"{b}.laurel_post_norm.weight", (E,), None),
+        ]
     return specs
 
 
@@ -472,6 +534,8 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
 def pick_type(c: TinyConfig, variant: str, name: str, ndim: int, shape=None) -> QT:
     if ndim == 1 or name.endswith(".ffn_gate_inp.weight"):  # llama-quantize keeps routers
         return QT.F32
+    if name.endswith(("altup_correct_coef.weight", "altup_predict_coef.weight")):
+        return QT.F32  # rows of 4: no block type fits them
     if variant == "q4_k_m":
         if shape is not None and shape[-1] % QK_K != 0:  # llama-quantize falls back too
             return QT.Q8_0
@@ -538,8 +602,15 @@ def write_tiny(c: TinyConfig, variant: str, path: str) -> dict:
         w.add_rope_freq_base_swa(c.rope_base_swa)
     if c.shared_kv_layers:
         w.add_shared_kv_layers(c.shared_kv_layers)
-    if c.arch == "gemma4":  # llama.cpp requires the key; the converter writes 0 for none
+    if c.arch in ("gemma4", "gemma3n"):  # llama.cpp requires it for gemma4; 0 for none
         w.add_embedding_length_per_layer_input(c.n_embd_per_layer)
+    if c.n_altup:  # as the converter writes them (llama.cpp 0c1e570 reads neither)
+        w.add_altup_active_idx(0)
+        w.add_altup_num_inputs(c.n_altup)
+        # icdf(0.95) in f32 where sparse, icdf(0) = -inf elsewhere, as the converter computes
+        w.add_activation_sparsity_scale(
+            [1.6448533535003662 if il < c.n_sparse else float("-inf")
+             for il in range(c.n_layer)])
     if c.pooling:
         w.add_pooling_type(gguf.PoolingType(c.pooling))
     if c.n_dense:  # llama.cpp's LLM_KV_DENSE_{2,3}_FEAT_{IN,OUT}

@@ -378,6 +378,29 @@ fn extension_rows(c: &Config) -> Vec<(&'static str, String)> {
             ),
         ));
     }
+    if let Some(a) = &c.altup {
+        let sparse: Vec<usize> = (0..d.n_layer)
+            .filter(|&il| a.sparsity[il].is_some())
+            .collect();
+        rows.push((
+            "AltUp",
+            format!(
+                "{} streams, layers run on stream {} (predicted from all, all corrected from its \
+                 output); LAuReL rank {}",
+                a.n_inputs, a.active, a.laurel_rank
+            ),
+        ));
+        if !sparse.is_empty() {
+            rows.push((
+                "sparsity",
+                format!(
+                    "layers {}: the FFN gate keeps activations above mean + {:.3} std",
+                    ranges(&sparse),
+                    a.sparsity[sparse[0]].unwrap_or(0.0)
+                ),
+            ));
+        }
+    }
     if let Some(h) = &c.embedding {
         let window = c.sliding_window.map_or(String::new(), |w| {
             format!(", local layers see {} positions to each side", w / 2)
@@ -626,6 +649,12 @@ fn config_json(c: &Config) -> Json {
             .map(|il| json!({"layer": il, "cache_of": c.kv_source(il)}))
             .collect::<Vec<_>>(),
         "causal": c.causal,
+        "altup": c.altup.as_ref().map(|a| json!({
+            "streams": a.n_inputs,
+            "active": a.active,
+            "laurel_rank": a.laurel_rank,
+            "sparse_layers": (0..c.dims.n_layer).filter(|&il| a.sparsity[il].is_some()).collect::<Vec<_>>(),
+        })),
         "embedding": c.embedding.as_ref().map(|h| json!({
             "pooling": h.pooling.name(),
             "dense_size": h.n_dense,

@@ -573,6 +573,55 @@ impl Context<'_> {
         self.wrap(unsafe { sys::ggml_div(self.raw(), a.raw(), b.raw()) })
     }
 
+    /// a - b, b broadcast over a's shape.
+    pub fn sub<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_sub(self.raw(), a.raw(), b.raw()) })
+    }
+
+    /// Each element squared.
+    pub fn sqr<'c>(&'c self, a: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_sqr(self.raw(), a.raw()) })
+    }
+
+    /// Each element's square root.
+    pub fn sqrt<'c>(&'c self, a: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_sqrt(self.raw(), a.raw()) })
+    }
+
+    /// max(a, 0).
+    pub fn relu<'c>(&'c self, a: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_relu(self.raw(), a.raw()) })
+    }
+
+    /// The mean of each row.
+    pub fn mean<'c>(&'c self, a: Tensor<'c>) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_mean(self.raw(), a.raw()) })
+    }
+
+    /// a · s + b.
+    pub fn scale_bias<'c>(&'c self, a: Tensor<'c>, s: f32, b: f32) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_scale_bias(self.raw(), a.raw(), s, b) })
+    }
+
+    /// `a` and `b` joined along dimension `dim` (the other dimensions equal; ggml asserts it).
+    pub fn concat<'c>(&'c self, a: Tensor<'c>, b: Tensor<'c>, dim: usize) -> Tensor<'c> {
+        // SAFETY: as above.
+        self.wrap(unsafe { sys::ggml_concat(self.raw(), a.raw(), b.raw(), dim as i32) })
+    }
+
+    /// `a` made contiguous with the 3-D shape `shape` (as many elements).
+    pub fn cont_3d<'c>(&'c self, a: Tensor<'c>, shape: [usize; 3]) -> Tensor<'c> {
+        let [x, y, z] = shape.map(|v| v as i64);
+        // SAFETY: as above; ggml asserts the element count.
+        self.wrap(unsafe { sys::ggml_cont_3d(self.raw(), a.raw(), x, y, z) })
+    }
+
     /// `a` tiled to `shape` (each dimension a multiple of a's).
     pub fn repeat<'c>(&'c self, a: Tensor<'c>, shape: [usize; 4]) -> Tensor<'c> {
         let [x, y, z, w] = shape.map(|v| v as i64);

@@ -8,14 +8,23 @@ use super::{ModelError, Result};
 use crate::gguf::{Gguf, GgufError, Value};
 
 /// The architectures gemlet runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["gemma", "gemma2", "gemma3", "gemma4", "gemma-embedding"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3n",
+    "gemma4",
+    "gemma-embedding",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     Gemma,
     Gemma2,
     Gemma3,
+    /// Gemma 3n: AltUp streams around Gemma 3's layers, LAuReL, per-layer embeddings,
+    /// activation sparsity, KV sharing (a forward pass of its own, `gemma3n.rs`).
+    Gemma3n,
     Gemma4,
     /// EmbeddingGemma: Gemma 3's layers with bidirectional attention, producing embeddings.
     GemmaEmbedding,
@@ -27,6 +36,7 @@ impl Arch {
             "gemma" => Some(Arch::Gemma),
             "gemma2" => Some(Arch::Gemma2),
             "gemma3" => Some(Arch::Gemma3),
+            "gemma3n" => Some(Arch::Gemma3n),
             "gemma4" => Some(Arch::Gemma4),
             "gemma-embedding" => Some(Arch::GemmaEmbedding),
             _ => None,
@@ -38,6 +48,7 @@ impl Arch {
             Arch::Gemma => "gemma",
             Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
+            Arch::Gemma3n => "gemma3n",
             Arch::Gemma4 => "gemma4",
             Arch::GemmaEmbedding => "gemma-embedding",
         }
@@ -93,6 +104,21 @@ pub struct EmbeddingHead {
     pub pooling: Pooling,
     /// The width between the two dense projections (`dense_2_feat_out`), if the file has them.
     pub n_dense: Option<usize>,
+}
+
+/// Gemma 3n's alternating updates (AltUp): the hidden state is `n_inputs` streams; each layer
+/// runs on the `active` one, predicted from all of them, and corrects all of them from its
+/// output. Beside attention each layer has a low-rank residual (LAuReL), and the first layers
+/// keep only the strongest activations of their feed-forward gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AltUp {
+    pub n_inputs: usize,
+    pub active: usize,
+    /// Rank of LAuReL's two projections (`laurel_l`, `laurel_r`).
+    pub laurel_rank: usize,
+    /// Per layer, the activation sparsity's cut-off in standard deviations above the mean
+    /// (`activation_sparsity_scale`; `None`: a dense gate).
+    pub sparsity: Vec<Option<f32>>,
 }
 
 /// A model's sizes. Part of every [`Config`]; for architectures gemlet does not run, `inspect`
@@ -269,6 +295,8 @@ pub struct Config {
     /// Gemma 4's mixture of experts (26B-A4B) beside the dense MLP of the layers that have a
     /// router.
     pub experts: Option<Experts>,
+    /// Gemma 3n's AltUp streams, LAuReL and activation sparsity.
+    pub altup: Option<AltUp>,
     /// Whether a token attends only to earlier ones. EmbeddingGemma's attention is
     /// bidirectional, its sliding window symmetric (half the window on each side).
     pub causal: bool,
@@ -373,6 +401,12 @@ impl Config {
                 1.0,
                 6,
             ),
+            Arch::Gemma3n => (
+                window.filter(|&w| w > 0),
+                swa_base.unwrap_or(10_000.0),
+                1.0,
+                5,
+            ),
         };
         let layer_kinds = match sliding_window {
             None => vec![LayerKind::Global; n_layer],
@@ -398,6 +432,8 @@ impl Config {
             Arch::Gemma => None,
             Arch::Gemma2 => Some(opt_f("final_logit_softcapping")?.unwrap_or(30.0)),
             Arch::Gemma3 | Arch::Gemma4 | Arch::GemmaEmbedding => opt_f("final_logit_softcapping")?,
+            // llama.cpp caps Gemma 3n's logits at 30 whatever the file says; its files say 30.
+            Arch::Gemma3n => Some(opt_f("final_logit_softcapping")?.unwrap_or(30.0)),
         }
         .filter(|&c| c > 0.0);
 
@@ -405,14 +441,20 @@ impl Config {
         // llama.cpp, by their layer count), head_dim otherwise.
         let is_27b = matches!((arch, n_layer), (Arch::Gemma2, 46) | (Arch::Gemma3, 62));
         // Gemma 4 normalises queries and keys and scales neither.
-        let query_scale = if arch == Arch::Gemma4 {
+        let query_scale = if matches!(arch, Arch::Gemma4 | Arch::Gemma3n) {
             1.0
         } else if is_27b {
             1.0 / (per_head as f32).sqrt()
         } else {
             1.0 / (head_dim_k as f32).sqrt()
         };
-        let shared_kv = opt_u("attention.shared_kv_layers")?.unwrap_or(0);
+        // Gemma 3n: layers from the 20th on share (llama.cpp's n_layer_kv_from_start), as its
+        // files' shared_kv_layers say.
+        let default_shared = match arch {
+            Arch::Gemma3n => n_layer.saturating_sub(20),
+            _ => 0,
+        };
+        let shared_kv = opt_u("attention.shared_kv_layers")?.unwrap_or(default_shared);
         let n_layer_kv = n_layer.checked_sub(shared_kv).ok_or_else(|| {
             ModelError::Config(format!(
                 "{}: {shared_kv} layers share a cache, but the model has {n_layer}",
@@ -421,7 +463,12 @@ impl Config {
         })?;
         let n_embd_per_layer = match arch {
             Arch::Gemma4 => opt_u("embedding_length_per_layer_input")?.unwrap_or(0),
+            Arch::Gemma3n => opt_u("embedding_length_per_layer_input")?.unwrap_or(256),
             _ => 0,
+        };
+        let altup = match arch {
+            Arch::Gemma3n => Some(read_altup(g, a, n_layer)?),
+            _ => None,
         };
 
         let experts = match arch {
@@ -469,7 +516,10 @@ impl Config {
             attn_softcap,
             final_softcap,
             query_scale,
-            qk_norm: matches!(arch, Arch::Gemma3 | Arch::Gemma4 | Arch::GemmaEmbedding),
+            qk_norm: matches!(
+                arch,
+                Arch::Gemma3 | Arch::Gemma3n | Arch::Gemma4 | Arch::GemmaEmbedding
+            ),
             post_norms: arch != Arch::Gemma,
             tied_output: g.tensor("output.weight").is_none(),
             n_ff_layers,
@@ -479,8 +529,9 @@ impl Config {
             },
             n_layer_kv,
             n_embd_per_layer,
-            v_norm: arch == Arch::Gemma4,
+            v_norm: matches!(arch, Arch::Gemma4 | Arch::Gemma3n),
             experts,
+            altup,
             causal: arch != Arch::GemmaEmbedding,
             embedding,
         };
@@ -697,6 +748,57 @@ impl Config {
             LayerKind::Local => self.sliding_window,
         }
     }
+}
+
+/// Gemma 3n's AltUp: stream count and active stream from the converter's keys (llama.cpp
+/// 0c1e570 fixes them at 4 and 0, as every published file has them), LAuReL's rank from its
+/// tensor, sparsity per layer from `activation_sparsity_scale` (a finite value; the
+/// converter writes -inf for a dense layer), or llama.cpp's fixed first 10 layers.
+fn read_altup(g: &Gguf, arch: &str, n_layer: usize) -> Result<AltUp> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_inputs = g.opt(&key("altup.num_inputs"), Gguf::get_u32)?.unwrap_or(4) as usize;
+    let active = g.opt(&key("altup.active_idx"), Gguf::get_u32)?.unwrap_or(0) as usize;
+    if !(2..=16).contains(&n_inputs) || active >= n_inputs {
+        return Err(ModelError::Config(format!(
+            "{}: {n_inputs} streams with active stream {active}: expected 2 to 16 streams and \
+             an active one among them",
+            key("altup.num_inputs")
+        )));
+    }
+    let laurel = "blk.0.laurel_l.weight";
+    let laurel_rank = g
+        .tensor(laurel)
+        .ok_or_else(|| ModelError::MissingTensor(laurel.into()))?
+        .dims
+        .get(1)
+        .map_or(0, |&r| r as usize);
+    if laurel_rank == 0 || laurel_rank > 1 << 16 {
+        return Err(ModelError::Config(format!(
+            "{laurel}: rank {laurel_rank} (expected 1 to 65536)"
+        )));
+    }
+    const STD_95: f32 = 1.644_853_4;
+    let sk = key("activation_sparsity_scale");
+    let sparsity = match g.get(&sk) {
+        None => (0..n_layer).map(|il| (il < 10).then_some(STD_95)).collect(),
+        Some(Value::Array(a)) => {
+            let v = a.f32s().filter(|v| v.len() == n_layer).ok_or_else(|| {
+                ModelError::Config(format!("{sk}: expected {n_layer} floats, one per layer"))
+            })?;
+            v.into_iter().map(|s| s.is_finite().then_some(s)).collect()
+        }
+        Some(_) => {
+            return Err(ModelError::Config(format!(
+                "{sk}: expected an array of {n_layer} floats"
+            )))
+        }
+    };
+    Ok(AltUp {
+        n_inputs,
+        active,
+        laurel_rank,
+        sparsity,
+    })
 }
 
 /// EmbeddingGemma's head: the pooling its file declares (none when it says nothing, as

@@ -68,7 +68,12 @@ pub struct Forward {
 
 /// Nodes a graph of this config needs at most.
 pub fn graph_size(c: &Config) -> usize {
-    let per_layer = if c.n_embd_per_layer > 0 { 96 } else { 64 };
+    let per_layer = match (&c.altup, c.n_embd_per_layer) {
+        // AltUp's predictions, corrections and LAuReL: ~80 more nodes.
+        (Some(_), _) => 176,
+        (None, p) if p > 0 => 96,
+        _ => 64,
+    };
     // The experts' ops: ~40, and a view and an add per chosen expert.
     let experts = c.experts.as_ref().map_or(0, |e| {
         let layers = e.layers.iter().filter(|&&m| m).count();
@@ -79,7 +84,8 @@ pub fn graph_size(c: &Config) -> usize {
 
 /// Builds the graph of a batch of `shape.n_tokens` tokens attending over `shape.n_kv` cache
 /// slots per kind of layer, producing logits for `shape.n_out` rows. Attention is ggml's fused
-/// flash attention, or with `flash_attn` off softmax(q·kᵀ + mask)·v in three ops.
+/// flash attention, or with `flash_attn` off softmax(q·kᵀ + mask)·v in three ops. Gemma 3n's
+/// AltUp streams have a forward pass of their own ([`super::gemma3n::build`]).
 pub fn build<'c>(
     ctx: &'c Context<'static>,
     c: &Config,
@@ -88,103 +94,26 @@ pub fn build<'c>(
     shape: BatchShape,
     flash_attn: bool,
 ) -> Result<Forward> {
+    if c.altup.is_some() {
+        return super::gemma3n::build(ctx, c, w, cache, shape, flash_attn);
+    }
     let g = Ops { ctx, c, w };
     let mut graph = ctx.new_graph(graph_size(c))?;
-    let b = shape.n_tokens;
-    let n_head = c.dims.n_head;
-
-    let tokens = g.input(Type::I32, &[b], "inp_tokens")?;
-    let positions = g.input(Type::I32, &[b], "inp_pos")?;
-    let mut attn_inputs = PerKind::default();
-    for (kind, &n_kv) in shape.n_kv.iter() {
-        if cache.layers.iter().any(|l| l.kind == kind) {
-            *attn_inputs.get_mut(kind) = Some((
-                g.input(Type::I32, &[b], &format!("inp_slots_{}", kind.name()))?,
-                g.input(Type::F16, &[n_kv, b], &format!("inp_mask_{}", kind.name()))?,
-            ));
-        }
-    }
-    // The rows whose logits are wanted: the batch's last `n_out`.
-    let n_out = shape.n_out.unwrap_or(b).clamp(1, b);
+    let inp = g.inputs(cache, shape, flash_attn)?;
+    let n_out = inp.n_out;
 
     // Embedding, scaled by sqrt(hidden).
-    let embd = ctx.get_rows(g.weight(w.token_embd), tokens);
-    let mut x = g.name(
-        ctx.scale(embd, (c.dims.n_embd as f32).sqrt()),
-        "inp_scaled",
-        None,
-    );
+    let mut x = g.embed(inp.tokens);
     // Gemma 4: every layer's slice of its per-layer input, (width, tokens, layers).
-    let per_layer = w.ple.as_ref().map(|p| g.per_layer_inputs(p, tokens, x));
+    let per_layer = w.ple.as_ref().map(|p| g.per_layer_inputs(p, inp.tokens, x));
 
     for (il, lw) in w.layers.iter().enumerate() {
         let l = Some(il);
         let last = il + 1 == w.layers.len();
-        let kind = c.kind(il);
-        let (rope_base, rope_scale) = (*c.rope_base.get(kind), *c.rope_scale.get(kind));
-        let (dk, dv) = c.head_dims(kind);
-        let n_head_kv = c.n_head_kv(kind);
-        let factors = match kind {
-            LayerKind::Global => w.rope_freqs.map(|id| g.weight(id)),
-            LayerKind::Local => None,
-        };
-        let rope = |t| {
-            let n_rot = *c.n_rot.get(kind);
-            ctx.rope(
-                t,
-                positions,
-                n_rot,
-                RopeMode::Neox,
-                rope_base,
-                rope_scale,
-                factors,
-            )
-        };
 
-        // Attention block: norm, Q/K/V projections, Q/K(/V) norms, rope, attention over the
-        // cache, output projection, post-norm, residual.
+        // Attention block: norm, attention over the cache, post-norm, residual.
         let h = g.norm(x, lw.attn_norm, "attn_norm", l);
-        let own_kv = il < c.n_layer_kv;
-        let (q_proj, kv_proj) = g.project_qkv(
-            &lw.qkv,
-            h,
-            [n_head * dk, n_head_kv * dk, n_head_kv * dv],
-            own_kv,
-            il,
-        );
-        let mut q = ctx.reshape(q_proj, &[dk, n_head, b]);
-        if let Some(qn) = lw.q_norm {
-            q = g.norm(q, qn, "Qcur_normed", l);
-        }
-        q = rope(q);
-        if c.query_scale != 1.0 {
-            q = ctx.scale(q, c.query_scale);
-        }
-        // This batch's keys and values, for layers with a cache of their own.
-        let new_kv = kv_proj.map(|(k_proj, v)| {
-            let mut k = ctx.reshape(k_proj, &[dk, n_head_kv, b]);
-            if let Some(kn) = lw.k_norm {
-                k = g.norm(k, kn, "Kcur_normed", l);
-            }
-            let v = if c.v_norm {
-                let normed = ctx.rms_norm(ctx.reshape(v, &[dv, n_head_kv, b]), c.norm_eps);
-                ctx.reshape(g.name(normed, "Vcur_normed", l), &[dv * n_head_kv, b])
-            } else {
-                v
-            };
-            (rope(k), v)
-        });
-        let (slots, mask) = attn_inputs
-            .get(kind)
-            .expect("inputs exist for every kind in use");
-        let kv = Attention {
-            n_kv: *shape.n_kv.get(kind),
-            slots,
-            mask,
-            flash_attn,
-        };
-        let att = g.attend(&mut graph, cache, il, q, new_kv, &kv)?;
-        let mut a = g.matmul(lw.wo, att, "attn_out", l);
+        let mut a = g.attention(&mut graph, cache, &inp, il, lw, h)?;
         // Past the last attention, no row depends on another: only the wanted rows go on
         // through the last feed-forward block and the head (as llama.cpp does, at this point:
         // the queries and attention of every row are computed as it computes them, so that
@@ -240,60 +169,26 @@ pub fn build<'c>(
     if w.layers.is_empty() {
         x = last_rows(ctx, x, n_out);
     }
-    x = g.norm(x, w.output_norm, "result_norm", None);
-    let mut mean = None;
-    let output = match shape.head {
-        Head::Logits => {
-            let logits = g.matmul(w.output, x, "result_output", None);
-            match c.final_softcap {
-                Some(cap) => g.name(soft_cap(ctx, logits, cap), "result_output", None),
-                None => logits,
-            }
-        }
-        Head::Embedding(pooling) => {
-            let pooled = match pooling {
-                Pooling::None => x,
-                Pooling::Mean => {
-                    let weights = g.input(Type::F32, &[b, 1], "inp_mean")?;
-                    mean = Some(weights);
-                    let rows_t = ctx.cont(ctx.permute(x, [1, 0, 2, 3]));
-                    ctx.mul_mat(rows_t, weights)
-                }
-                Pooling::Cls => ctx.cont(first_rows(ctx, x, 1)),
-                Pooling::Last => ctx.cont(last_rows(ctx, x, 1)),
-            };
-            let mut e = g.name(pooled, "result_embd_pooled", None);
-            if let Some((dense_2, dense_3)) = w.dense {
-                e = ctx.mul_mat(g.weight(dense_3), ctx.mul_mat(g.weight(dense_2), e));
-                e = g.name(e, "result_embd_pooled", None);
-            }
-            e
-        }
-    };
-    let output = output.set_output();
-    graph.expand(output);
-    let id = |t: Tensor<'c>| ctx.id_of(t);
-    Ok(Forward {
-        shape,
-        graph: ctx.graph_id(&graph),
-        tokens: id(tokens),
-        positions: id(positions),
-        attn_inputs: attn_inputs.map(|t| {
-            t.map(|(slots, mask)| AttnInputs {
-                slots: id(slots),
-                mask: id(mask),
-            })
-        }),
-        mean: mean.map(id),
-        output: id(output),
-    })
+    g.finish(graph, &inp, x)
+}
+
+/// A batch's input tensors and what the layers share of them.
+pub(super) struct Inputs<'c> {
+    pub shape: BatchShape,
+    pub tokens: Tensor<'c>,
+    pub positions: Tensor<'c>,
+    /// Per kind of layer: cache slots of the batch's tokens, attention mask.
+    pub attn: PerKind<Option<(Tensor<'c>, Tensor<'c>)>>,
+    /// The rows whose output is wanted: the batch's last `n_out`.
+    pub n_out: usize,
+    pub flash_attn: bool,
 }
 
 /// The graph's building blocks over one context, config and set of weights.
-struct Ops<'c, 'a, 'm> {
-    ctx: &'c Context<'static>,
-    c: &'a Config,
-    w: &'c Weights<'m>,
+pub(super) struct Ops<'c, 'a, 'm> {
+    pub ctx: &'c Context<'static>,
+    pub c: &'a Config,
+    pub w: &'c Weights<'m>,
 }
 
 /// One layer's attention inputs for this batch.
@@ -306,16 +201,182 @@ struct Attention<'c> {
 }
 
 impl<'c> Ops<'c, '_, '_> {
+    /// The batch's inputs: tokens, positions, and each kind of layer's slots and mask.
+    pub fn inputs(
+        &self,
+        cache: &KvCache,
+        shape: BatchShape,
+        flash_attn: bool,
+    ) -> Result<Inputs<'c>> {
+        let b = shape.n_tokens;
+        let mut attn = PerKind::default();
+        for (kind, &n_kv) in shape.n_kv.iter() {
+            if cache.layers.iter().any(|l| l.kind == kind) {
+                *attn.get_mut(kind) = Some((
+                    self.input(Type::I32, &[b], &format!("inp_slots_{}", kind.name()))?,
+                    self.input(Type::F16, &[n_kv, b], &format!("inp_mask_{}", kind.name()))?,
+                ));
+            }
+        }
+        Ok(Inputs {
+            shape,
+            tokens: self.input(Type::I32, &[b], "inp_tokens")?,
+            positions: self.input(Type::I32, &[b], "inp_pos")?,
+            attn,
+            n_out: shape.n_out.unwrap_or(b).clamp(1, b),
+            flash_attn,
+        })
+    }
+
+    /// The tokens' embeddings, scaled by sqrt(hidden).
+    pub fn embed(&self, tokens: Tensor<'c>) -> Tensor<'c> {
+        let embd = self.ctx.get_rows(self.weight(self.w.token_embd), tokens);
+        let scaled = self.ctx.scale(embd, (self.c.dims.n_embd as f32).sqrt());
+        self.name(scaled, "inp_scaled", None)
+    }
+
+    /// Layer `il`'s attention on its normed input `h`: Q/K/V projections, Q/K(/V) norms,
+    /// rope, attention over the cache (storing this batch's keys and values where the layer
+    /// has a cache of its own), output projection.
+    pub fn attention(
+        &self,
+        graph: &mut Graph<'c>,
+        cache: &'c KvCache,
+        inp: &Inputs<'c>,
+        il: usize,
+        lw: &LayerWeights,
+        h: Tensor<'c>,
+    ) -> Result<Tensor<'c>> {
+        let (ctx, c, w) = (self.ctx, self.c, self.w);
+        let (l, b, n_head) = (Some(il), inp.shape.n_tokens, c.dims.n_head);
+        let kind = c.kind(il);
+        let (rope_base, rope_scale) = (*c.rope_base.get(kind), *c.rope_scale.get(kind));
+        let (dk, dv) = c.head_dims(kind);
+        let n_head_kv = c.n_head_kv(kind);
+        let factors = match kind {
+            LayerKind::Global => w.rope_freqs.map(|id| self.weight(id)),
+            LayerKind::Local => None,
+        };
+        let rope = |t| {
+            let n_rot = *c.n_rot.get(kind);
+            ctx.rope(
+                t,
+                inp.positions,
+                n_rot,
+                RopeMode::Neox,
+                rope_base,
+                rope_scale,
+                factors,
+            )
+        };
+        let own_kv = il < c.n_layer_kv;
+        let (q_proj, kv_proj) = self.project_qkv(
+            &lw.qkv,
+            h,
+            [n_head * dk, n_head_kv * dk, n_head_kv * dv],
+            own_kv,
+            il,
+        );
+        let mut q = ctx.reshape(q_proj, &[dk, n_head, b]);
+        if let Some(qn) = lw.q_norm {
+            q = self.norm(q, qn, "Qcur_normed", l);
+        }
+        q = rope(q);
+        if c.query_scale != 1.0 {
+            q = ctx.scale(q, c.query_scale);
+        }
+        // This batch's keys and values, for layers with a cache of their own.
+        let new_kv = kv_proj.map(|(k_proj, v)| {
+            let mut k = ctx.reshape(k_proj, &[dk, n_head_kv, b]);
+            if let Some(kn) = lw.k_norm {
+                k = self.norm(k, kn, "Kcur_normed", l);
+            }
+            let v = if c.v_norm {
+                let normed = ctx.rms_norm(ctx.reshape(v, &[dv, n_head_kv, b]), c.norm_eps);
+                ctx.reshape(self.name(normed, "Vcur_normed", l), &[dv * n_head_kv, b])
+            } else {
+                v
+            };
+            (rope(k), v)
+        });
+        let (slots, mask) = inp
+            .attn
+            .get(kind)
+            .expect("inputs exist for every kind in use");
+        let kv = Attention {
+            n_kv: *inp.shape.n_kv.get(kind),
+            slots,
+            mask,
+            flash_attn: inp.flash_attn,
+        };
+        let att = self.attend(graph, cache, il, q, new_kv, &kv)?;
+        Ok(self.matmul(lw.wo, att, "attn_out", l))
+    }
+
+    /// The output norm and the head ([`Head`]) on the final hidden states `x` (already only
+    /// the wanted rows), ending the graph.
+    pub fn finish(&self, mut graph: Graph<'c>, inp: &Inputs<'c>, x: Tensor<'c>) -> Result<Forward> {
+        let (ctx, c, w) = (self.ctx, self.c, self.w);
+        let x = self.norm(x, w.output_norm, "result_norm", None);
+        let mut mean = None;
+        let output = match inp.shape.head {
+            Head::Logits => {
+                let logits = self.matmul(w.output, x, "result_output", None);
+                match c.final_softcap {
+                    Some(cap) => self.name(soft_cap(ctx, logits, cap), "result_output", None),
+                    None => logits,
+                }
+            }
+            Head::Embedding(pooling) => {
+                let pooled = match pooling {
+                    Pooling::None => x,
+                    Pooling::Mean => {
+                        let weights =
+                            self.input(Type::F32, &[inp.shape.n_tokens, 1], "inp_mean")?;
+                        mean = Some(weights);
+                        let rows_t = ctx.cont(ctx.permute(x, [1, 0, 2, 3]));
+                        ctx.mul_mat(rows_t, weights)
+                    }
+                    Pooling::Cls => ctx.cont(first_rows(ctx, x, 1)),
+                    Pooling::Last => ctx.cont(last_rows(ctx, x, 1)),
+                };
+                let mut e = self.name(pooled, "result_embd_pooled", None);
+                if let Some((dense_2, dense_3)) = w.dense {
+                    e = ctx.mul_mat(self.weight(dense_3), ctx.mul_mat(self.weight(dense_2), e));
+                    e = self.name(e, "result_embd_pooled", None);
+                }
+                e
+            }
+        };
+        let output = output.set_output();
+        graph.expand(output);
+        let id = |t: Tensor<'c>| ctx.id_of(t);
+        Ok(Forward {
+            shape: inp.shape,
+            graph: ctx.graph_id(&graph),
+            tokens: id(inp.tokens),
+            positions: id(inp.positions),
+            attn_inputs: inp.attn.map(|t| {
+                t.map(|(slots, mask)| AttnInputs {
+                    slots: id(slots),
+                    mask: id(mask),
+                })
+            }),
+            mean: mean.map(id),
+            output: id(output),
+        })
+    }
+
     fn input(&self, ty: Type, shape: &[usize], name: &str) -> Result<Tensor<'c>> {
         Ok(self.ctx.new_tensor(ty, shape, name)?.set_input())
     }
 
-    fn weight(&self, id: TensorId) -> Tensor<'c> {
+    pub fn weight(&self, id: TensorId) -> Tensor<'c> {
         self.w.ctx.resolve(id)
     }
 
     /// Names `t` as llama.cpp's `cb()` does: `name-il` inside layer il, `name` outside.
-    fn name(&self, t: Tensor<'c>, name: &str, il: Option<usize>) -> Tensor<'c> {
+    pub fn name(&self, t: Tensor<'c>, name: &str, il: Option<usize>) -> Tensor<'c> {
         match il {
             Some(il) => t.set_name(&format!("{name}-{il}")),
             None => t.set_name(name),
@@ -323,12 +384,12 @@ impl<'c> Ops<'c, '_, '_> {
     }
 
     /// A weight matrix times a batch of rows.
-    fn matmul(&self, wt: TensorId, x: Tensor<'c>, name: &str, il: Option<usize>) -> Tensor<'c> {
+    pub fn matmul(&self, wt: TensorId, x: Tensor<'c>, name: &str, il: Option<usize>) -> Tensor<'c> {
         self.name(self.ctx.mul_mat(self.weight(wt), x), name, il)
     }
 
     /// RMSNorm; the GGUF stores Gemma's (1 + w) already.
-    fn norm(&self, x: Tensor<'c>, wt: TensorId, name: &str, il: Option<usize>) -> Tensor<'c> {
+    pub fn norm(&self, x: Tensor<'c>, wt: TensorId, name: &str, il: Option<usize>) -> Tensor<'c> {
         let normed = self.ctx.rms_norm(x, self.c.norm_eps);
         self.name(self.ctx.mul(normed, self.weight(wt)), name, il)
     }
@@ -501,7 +562,12 @@ impl<'c> Ops<'c, '_, '_> {
     /// `project_per_layer_inputs`): each token's row of the per-layer table, scaled by
     /// sqrt(width), plus the projection of the scaled embedding `x`, normed; the sum times
     /// 1/sqrt(2), as (width, tokens, layers) so that a layer's slice is one view.
-    fn per_layer_inputs(&self, p: &PleWeights, tokens: Tensor<'c>, x: Tensor<'c>) -> Tensor<'c> {
+    pub fn per_layer_inputs(
+        &self,
+        p: &PleWeights,
+        tokens: Tensor<'c>,
+        x: Tensor<'c>,
+    ) -> Tensor<'c> {
         let (ctx, c) = (self.ctx, self.c);
         let (width, n_layer, b) = (c.n_embd_per_layer, c.dims.n_layer, tokens.shape()[0]);
         let rows = ctx.get_rows(self.weight(p.token_embd), tokens);
@@ -521,13 +587,13 @@ impl<'c> Ops<'c, '_, '_> {
 }
 
 /// Layer `il`'s slice (width, tokens) of the per-layer inputs (width, tokens, layers).
-fn layer_slice<'c>(ctx: &'c Context<'_>, inputs: Tensor<'c>, il: usize) -> Tensor<'c> {
+pub(super) fn layer_slice<'c>(ctx: &'c Context<'_>, inputs: Tensor<'c>, il: usize) -> Tensor<'c> {
     let ([width, b, ..], nb) = (inputs.shape(), inputs.strides());
     ctx.view(inputs, &[width, b], &[nb[1]], il * nb[2])
 }
 
 /// cap · tanh(x / cap): Gemma 2's soft-cap of attention scores and logits.
-fn soft_cap<'c>(ctx: &'c Context<'_>, x: Tensor<'c>, cap: f32) -> Tensor<'c> {
+pub(super) fn soft_cap<'c>(ctx: &'c Context<'_>, x: Tensor<'c>, cap: f32) -> Tensor<'c> {
     ctx.scale(ctx.tanh(ctx.scale(x, 1.0 / cap)), cap)
 }
 
@@ -538,7 +604,7 @@ fn first_rows<'c>(ctx: &'c Context<'_>, t: Tensor<'c>, n: usize) -> Tensor<'c> {
 }
 
 /// The last `n` rows of `t` (a view, no copy).
-fn last_rows<'c>(ctx: &'c Context<'_>, t: Tensor<'c>, n: usize) -> Tensor<'c> {
+pub(super) fn last_rows<'c>(ctx: &'c Context<'_>, t: Tensor<'c>, n: usize) -> Tensor<'c> {
     let [ne0, rows, ..] = t.shape();
     if n == rows {
         return t;

@@ -4,6 +4,7 @@
 pub mod census;
 pub mod config;
 pub mod gemma;
+pub mod gemma3n;
 pub mod kv_cache;
 pub mod memory;
 pub mod weights;

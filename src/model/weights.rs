@@ -56,6 +56,24 @@ pub struct LayerWeights {
     pub ple: Option<PleLayerWeights>,
     /// Gemma 4's scalar the layer's output is multiplied by (`layer_output_scale`).
     pub out_scale: Option<TensorId>,
+    /// Gemma 3n's AltUp router and coefficients, and its LAuReL block.
+    pub altup: Option<AltUpLayerWeights>,
+}
+
+/// A Gemma 3n layer's AltUp weights (router over the active stream, prediction and
+/// correction coefficients) and LAuReL's low-rank residual.
+pub struct AltUpLayerWeights {
+    pub router: TensorId,
+    pub router_norm: TensorId,
+    /// n_inputs × n_inputs² : each stream's prediction as a mix of all, per router output.
+    pub predict_coef: TensorId,
+    /// n_inputs × n_inputs: each stream's share of the layer's innovation.
+    pub correct_coef: TensorId,
+    /// Scales the corrected active stream before it gates the per-layer input.
+    pub correct_scale: TensorId,
+    pub laurel_l: TensorId,
+    pub laurel_r: TensorId,
+    pub laurel_post_norm: TensorId,
 }
 
 /// A layer's query, key and value projections.
@@ -136,6 +154,9 @@ pub struct Weights<'m> {
     /// EmbeddingGemma's projections after pooling: `dense_2` (n_embd → n_dense) and
     /// `dense_3` (back to n_embd).
     pub dense: Option<(TensorId, TensorId)>,
+    /// Gemma 3n's projections of the embedding into the other AltUp streams and back
+    /// (`altup_proj`, `altup_unembd_proj`: n_embd × n_embd × (n_inputs - 1)).
+    pub altup: Option<(TensorId, TensorId)>,
     /// Matrices repacked and their bytes.
     pub repacked: (usize, usize),
     tied_output: bool,
@@ -238,6 +259,17 @@ impl<'m> Weights<'m> {
                 ))
             })
             .transpose()?;
+        let altup = c
+            .altup
+            .as_ref()
+            .map(|a| -> Result<(TensorId, TensorId)> {
+                let dims = [e, e, a.n_inputs as u64 - 1];
+                Ok((
+                    bind("altup_proj.weight", &dims)?,
+                    bind("altup_unembd_proj.weight", &dims)?,
+                ))
+            })
+            .transpose()?;
         let mut layers = Vec::with_capacity(c.dims.n_layer);
         for il in 0..c.dims.n_layer {
             let n = |t: &str| format!("blk.{il}.{t}.weight");
@@ -323,6 +355,23 @@ impl<'m> Weights<'m> {
                     &n("layer_output_scale"),
                     &[1],
                 )?,
+                altup: c
+                    .altup
+                    .as_ref()
+                    .map(|a| -> Result<AltUpLayerWeights> {
+                        let (k, r) = (a.n_inputs as u64, a.laurel_rank as u64);
+                        Ok(AltUpLayerWeights {
+                            router: bind(&n("altup_router"), &[e, k])?,
+                            router_norm: bind(&n("altup_router_norm"), &[e])?,
+                            predict_coef: bind(&n("altup_predict_coef"), &[k, k * k])?,
+                            correct_coef: bind(&n("altup_correct_coef"), &[k, k])?,
+                            correct_scale: bind(&n("altup_correct_scale"), &[e])?,
+                            laurel_l: bind(&n("laurel_l"), &[e, r])?,
+                            laurel_r: bind(&n("laurel_r"), &[r, e])?,
+                            laurel_post_norm: bind(&n("laurel_post_norm"), &[e])?,
+                        })
+                    })
+                    .transpose()?,
             });
         }
         Ok(Weights {
@@ -334,6 +383,7 @@ impl<'m> Weights<'m> {
             ple,
             rope_freqs,
             dense,
+            altup,
             repacked: (0, 0),
             tied_output: c.tied_output,
         })
@@ -352,11 +402,21 @@ impl<'m> Weights<'m> {
                 };
                 // Expert matrices stay in the map (but for --repack): a token reads only its
                 // experts' pages.
+                // Gemma 4/3n's per-layer embedding blocks, Gemma 3n's LAuReL and router.
+                let ple = l.ple.as_ref().map(|p| [p.inp_gate, p.proj]);
+                let altup = l.altup.as_ref().map(|a| [a.laurel_l, a.laurel_r, a.router]);
                 [l.wo, l.ffn_gate, l.ffn_up, l.ffn_down]
                     .into_iter()
                     .chain(qkv.into_iter().flatten())
+                    .chain(ple.into_iter().flatten())
+                    .chain(altup.into_iter().flatten())
             })
             .collect();
+        // The matrices outside the layers that multiply every token (not the tables read a
+        // row per token, nor Gemma 3n's 3-D AltUp projections, which ggml's repacked kernels
+        // do not take).
+        matrices.extend(self.ple.as_ref().map(|p| p.model_proj));
+        matrices.extend(self.dense.iter().flat_map(|&(d2, d3)| [d2, d3]));
         let matrices = match repack {
             Repack::Off => return Ok(()),
             Repack::All => {

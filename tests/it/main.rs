@@ -10,6 +10,7 @@ mod chat;
 mod chat_cli;
 mod crafted_suite;
 mod embedding;
+mod gemma3n;
 mod ggml_ops;
 mod gguf_crafted;
 mod gguf_real_model;
