@@ -68,7 +68,9 @@ mod tests {
         assert_eq!(v, [0.6, -0.8]);
         let mut v = [3.0f32, -4.0];
         Normalize::PNorm(1).apply(&mut v);
-        assert_eq!(v, [3.0 / 7.0, -4.0 / 7.0]);
+        // The factor 1/7 rounded to f32 first, as llama.cpp applies it.
+        let f = (1.0f64 / 7.0) as f32;
+        assert_eq!(v, [3.0 * f, -4.0 * f]);
         let mut v = [1.0f32, -2.0];
         Normalize::MaxAbs.apply(&mut v);
         assert_eq!(v, [16380.0, -32760.0]);
