@@ -97,6 +97,22 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The tiny models under tests/fixtures/tiny that carry llama.cpp's reference of one kind
+/// beside them (`"logits.json"` for the generative ones, `"embed.json"` for the embedding
+/// ones), sorted by name; `count` is how many the fixtures hold, so that a lost or a renamed
+/// file fails here rather than shrinking a test's coverage unnoticed.
+pub fn tiny_models(reference: &str, count: usize) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(fixture("tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .filter(|p| p.with_extension(reference).exists())
+        .collect();
+    v.sort();
+    assert_eq!(v.len(), count, "tiny models with a {reference}");
+    v
+}
+
 /// A JSON array of token ids (fixtures).
 pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()

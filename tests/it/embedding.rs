@@ -70,15 +70,7 @@ fn reference(model: &std::path::Path) -> Reference {
 }
 
 fn models() -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(common::fixture("tiny"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .filter(|p| p.with_extension("embed.json").exists())
-        .collect();
-    v.sort();
-    assert_eq!(v.len(), 5);
-    v
+    common::tiny_models("embed.json", 5)
 }
 
 fn max_diff(got: &[f32], want: &[f32]) -> f32 {

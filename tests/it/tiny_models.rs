@@ -79,16 +79,7 @@ fn compare(got: &[Vec<f32>], want: &[Vec<f32>]) -> Diff {
 }
 
 fn models() -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(common::fixture("tiny"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-        // The embedding models have embeddings for reference (embedding.rs).
-        .filter(|p| p.with_extension("logits.json").exists())
-        .collect();
-    v.sort();
-    assert_eq!(v.len(), 25);
-    v
+    common::tiny_models("logits.json", 25)
 }
 
 fn params() -> SessionParams {

@@ -10,13 +10,8 @@ use serde_json::Value as Json;
 
 #[test]
 fn tiny_vocabularies_match_llama_cpp() {
-    let dir = common::fixture("tiny");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "gguf") {
-            continue;
-        }
+    for path in common::tiny_models("logits.json", 25) {
         let json_path = path.with_extension("logits.json");
         let reference: Json =
             serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
